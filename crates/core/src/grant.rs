@@ -1,0 +1,243 @@
+//! Grants: from an authenticated client and a typed request to the claims of an access token.
+
+use crate::client_auth::AuthenticatedClient;
+use crate::{Api, OAuthError, Policy, Profile, Registry, Tenancy, UnixTime};
+use segl_proto::{ErrorCode, claims as c, grant};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// A `client_credentials` request (RFC 6749 §4.4.2) with resource indicators (RFC 8707).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientCredentialsRequest {
+    /// The requested scopes, if any.
+    pub scope: Option<Vec<String>>,
+    /// `resource` values.
+    pub resource: Vec<String>,
+}
+
+/// The token request after its grant type was recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRequest {
+    /// `client_credentials`.
+    ClientCredentials(ClientCredentialsRequest),
+}
+
+impl TokenRequest {
+    /// Reads the grant-specific parameters from a form. An unknown grant is
+    /// `unsupported_grant_type`; a missing one is `invalid_request`.
+    pub fn from_form(form: &mut crate::form::Form) -> Result<TokenRequest, OAuthError> {
+        let grant_type = form
+            .take("grant_type")
+            .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+        match grant_type.as_str() {
+            grant::CLIENT_CREDENTIALS => {
+                Ok(TokenRequest::ClientCredentials(ClientCredentialsRequest {
+                    scope: form.take("scope").map(|s| split_scope(&s)),
+                    resource: form.take_all("resource"),
+                }))
+            }
+            other => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                format!("grant_type {other} is not supported"),
+            )),
+        }
+    }
+}
+
+fn split_scope(scope: &str) -> Vec<String> {
+    scope.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
+/// The claims of a JWT access token (RFC 9068 §2.2 plus HelseID's client claims).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccessTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// The one API audience.
+    pub aud: String,
+    /// Subject: the client (no person in client_credentials).
+    pub sub: String,
+    /// The client.
+    pub client_id: String,
+    /// Granted scopes: an array in profile `helseid`, a string in `fapi2`.
+    pub scope: Value,
+    /// Issued at.
+    pub iat: i64,
+    /// Not before.
+    pub nbf: i64,
+    /// Expiry.
+    pub exp: i64,
+    /// Unique id.
+    pub jti: String,
+    /// How the client authenticated.
+    pub client_amr: &'static str,
+    /// `helseid://claims/client/client_name`.
+    #[serde(rename = "helseid://claims/client/client_name")]
+    pub client_name: String,
+    /// `helseid://claims/client/claims/orgnr_parent`.
+    #[serde(rename = "helseid://claims/client/claims/orgnr_parent")]
+    pub orgnr_parent: String,
+    /// `helseid://claims/client/claims/orgnr_supplier` (multi-tenant clients).
+    #[serde(
+        rename = "helseid://claims/client/claims/orgnr_supplier",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub orgnr_supplier: Option<String>,
+    /// `helseid://claims/client/client_tenancy`.
+    #[serde(rename = "helseid://claims/client/client_tenancy")]
+    pub client_tenancy: &'static str,
+}
+
+impl AccessTokenClaims {
+    /// The granted scopes as the space-separated string of a token response.
+    pub fn scope_string(&self) -> String {
+        match &self.scope {
+            Value::String(s) => s.clone(),
+            Value::Array(items) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => String::new(),
+        }
+    }
+}
+
+/// RFC 6749 §4.4: a token for the client itself, for one API.
+pub fn client_credentials(
+    client: &AuthenticatedClient,
+    request: &ClientCredentialsRequest,
+    registry: &Registry,
+    policy: &Policy,
+    now: UnixTime,
+    jti: String,
+) -> Result<AccessTokenClaims, OAuthError> {
+    let client = client.client();
+    if !client.has_grant(grant::CLIENT_CREDENTIALS) {
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the client_credentials grant",
+        ));
+    }
+    let requested: Vec<&str> = match &request.scope {
+        Some(scopes) => {
+            for s in scopes {
+                if !client.scopes.contains(s) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope {s} is not allowed for this client"
+                    )));
+                }
+                if registry.api_of_scope(s).is_none() {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope {s} needs a person login; client_credentials grants API scopes only"
+                    )));
+                }
+            }
+            scopes.iter().map(String::as_str).collect()
+        }
+        None => client
+            .scopes
+            .iter()
+            .map(String::as_str)
+            .filter(|s| registry.api_of_scope(s).is_some())
+            .collect(),
+    };
+    let (api, scopes) = select_api(
+        &requested,
+        &request.resource,
+        registry,
+        request.scope.is_some(),
+    )?;
+    let scope = match policy.profile {
+        Profile::HelseId => Value::from(scopes.iter().map(|s| Value::from(*s)).collect::<Vec<_>>()),
+        Profile::Fapi2 => Value::from(scopes.join(" ")),
+    };
+    let (tenancy, supplier) = match &client.tenancy {
+        Tenancy::Single => (c::SINGLE_TENANT, None),
+        Tenancy::Multi { supplier } => (c::MULTI_TENANT, Some(supplier.clone())),
+    };
+    Ok(AccessTokenClaims {
+        iss: policy.issuer.clone(),
+        aud: api.audience.clone(),
+        sub: client.client_id.clone(),
+        client_id: client.client_id.clone(),
+        scope,
+        iat: now.secs(),
+        nbf: now.secs(),
+        exp: now.secs() + policy.access_token_lifetime,
+        jti,
+        client_amr: c::AMR_PRIVATE_KEY_JWT,
+        client_name: client.name.clone(),
+        orgnr_parent: client.organization.clone(),
+        orgnr_supplier: supplier,
+        client_tenancy: tenancy,
+    })
+}
+
+/// One audience per token: the API of the requested scopes, or the one `resource` names
+/// (RFC 8707 §2.2: the scopes are then narrowed to that API).
+fn select_api<'r, 's>(
+    scopes: &[&'s str],
+    resources: &[String],
+    registry: &'r Registry,
+    explicit_scope: bool,
+) -> Result<(&'r Api, Vec<&'s str>), OAuthError> {
+    let apis: BTreeSet<&str> = scopes
+        .iter()
+        .filter_map(|s| registry.api_of_scope(s))
+        .map(|a| a.audience.as_str())
+        .collect();
+    let audience = match resources {
+        [] => match apis.len() {
+            0 => {
+                return Err(OAuthError::invalid_scope(
+                    "no API scope requested, and this client has none",
+                ));
+            }
+            1 => apis.into_iter().next().unwrap_or_default().to_owned(),
+            _ => {
+                let what = if explicit_scope {
+                    "the requested scopes span"
+                } else {
+                    "this client has scopes for"
+                };
+                return Err(OAuthError::invalid_scope(format!(
+                    "{what} several APIs ({}): a token is for one API, so ask for one API's scopes or name it with resource",
+                    apis.into_iter().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        },
+        [one] => {
+            if registry.api(one).is_none() {
+                return Err(OAuthError::invalid_target(format!(
+                    "unknown resource {one}"
+                )));
+            }
+            if !apis.contains(one.as_str()) {
+                return Err(OAuthError::invalid_target(format!(
+                    "resource {one} is not an API of the requested scopes"
+                )));
+            }
+            one.clone()
+        }
+        _ => {
+            return Err(OAuthError::invalid_target(
+                "one resource per token request: a token is for one API",
+            ));
+        }
+    };
+    let api = registry
+        .api(&audience)
+        .ok_or_else(|| OAuthError::invalid_target(format!("unknown resource {audience}")))?;
+    let narrowed = scopes
+        .iter()
+        .copied()
+        .filter(|s| {
+            registry
+                .api_of_scope(s)
+                .is_some_and(|a| a.audience == audience)
+        })
+        .collect();
+    Ok((api, narrowed))
+}

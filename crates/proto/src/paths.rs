@@ -1,0 +1,15 @@
+//! Endpoint paths. The router and the discovery document both read these constants, so a route
+//! can never be served without being advertised (or advertised without being served).
+
+/// Discovery metadata (OpenID Connect Discovery 1.0, RFC 8414).
+pub const DISCOVERY: &str = "/.well-known/openid-configuration";
+/// The public signing keys.
+pub const JWKS: &str = "/.well-known/openid-configuration/jwks";
+/// Token endpoint.
+pub const TOKEN: &str = "/connect/token";
+/// Liveness and readiness.
+pub const HEALTH: &str = "/health";
+/// Liveness only.
+pub const HEALTH_LIVE: &str = "/health/live";
+/// Readiness: the store answers.
+pub const HEALTH_READY: &str = "/health/ready";
