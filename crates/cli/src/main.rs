@@ -1,1 +1,369 @@
-fn main() {}
+//! `segl`: the Segl authorization server and its tools.
+//!
+//! `segl serve` runs the server (with no `--config`, a development server on SQLite with
+//! generated keys); `segl migrate` applies database migrations; `segl keys` manages signing
+//! keys and generates client keys; `segl token` gets and inspects tokens.
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use segl_jose::{Alg, SigningKey};
+use segl_server::config::{self, Overrides, Settings};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "segl",
+    version,
+    about = "Segl: a HelseID-compatible OAuth 2.0 / OpenID Connect authorization server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone, Default)]
+struct ConfigArgs {
+    /// The configuration file (TOML). Without it: the development defaults.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080 (overrides the file and SEGL_LISTEN).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Issuer URL (overrides the file and SEGL_ISSUER).
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Database URL: sqlite://FILE or postgres://… (overrides the file and SEGL_DATABASE).
+    #[arg(long)]
+    database: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ConfigArgs),
+    /// Apply database migrations and exit.
+    Migrate(ConfigArgs),
+    /// Signing keys (server) and client key pairs.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Get and inspect tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the server's signing keys and their states.
+    List(ConfigArgs),
+    /// Add a new signing key: published at once, signing after the activation delay.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Seconds until the new key signs (default: keys.activation_delay).
+        #[arg(long)]
+        activate_in: Option<i64>,
+    },
+    /// Generate a client key pair: NAME.private.jwk.json and NAME.public.jwks.json.
+    Generate {
+        /// Algorithm of the key.
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+        /// Output name (a path prefix).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Get a token with client_credentials and private_key_jwt; prints the token response.
+    Get {
+        /// The issuer URL.
+        #[arg(long)]
+        issuer: String,
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        /// The client's private key: a private JWK file or a PKCS#8 PEM file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Signing algorithm, when the key file does not say.
+        #[arg(long)]
+        alg: Option<String>,
+        /// Scopes, space-separated.
+        #[arg(long)]
+        scope: Option<String>,
+        /// The API (RFC 8707 resource indicator).
+        #[arg(long)]
+        resource: Option<String>,
+    },
+    /// Decode a JWT and explain its claims; with --issuer, verify it against that issuer.
+    Inspect {
+        /// The token.
+        jwt: String,
+        /// Verify the signature and claims against this issuer's JWKS.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        std::env::var("SEGL_LOG").unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("segl: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("segl: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(args) => {
+            let settings = settings(&args, false)?;
+            segl_server::app::open_store(&settings.database).await?;
+            println!(
+                "migrations applied to {}",
+                segl_store::redact_url(&settings.database)
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::List(args)) => keys_list(args).await,
+        Command::Keys(KeysCommand::Rotate {
+            config,
+            activate_in,
+        }) => keys_rotate(config, activate_in).await,
+        Command::Keys(KeysCommand::Generate { alg, out }) => keys_generate(&alg, &out),
+        Command::Token(TokenCommand::Get {
+            issuer,
+            client_id,
+            key,
+            alg,
+            scope,
+            resource,
+        }) => {
+            let alg = alg.map(|a| a.parse::<Alg>()).transpose().context("--alg")?;
+            let key = segl_client::load_key(&key, alg)?;
+            let http = reqwest::Client::new();
+            let issuer = segl_client::Issuer::discover(http, &issuer).await?;
+            let response = issuer
+                .client_credentials(&client_id, &key, scope.as_deref(), resource.as_deref())
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&response)?);
+            Ok(())
+        }
+        Command::Token(TokenCommand::Inspect { jwt, issuer }) => {
+            inspect(&jwt, issuer.as_deref()).await
+        }
+    }
+}
+
+fn env_pairs() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("SEGL_"))
+        .collect()
+}
+
+/// Loads the settings; in development mode registers the development client (creating its key).
+fn settings(args: &ConfigArgs, announce: bool) -> Result<Settings> {
+    let flags = Overrides {
+        listen: args.listen.clone(),
+        issuer: args.issuer.clone(),
+        database: args.database.clone(),
+    };
+    let (clients, apis) = if args.config.is_none() {
+        let (client, api, created) =
+            segl_server::dev::dev_registration(Path::new(".")).map_err(anyhow::Error::msg)?;
+        if created && announce {
+            println!(
+                "created the development client key {}",
+                segl_server::dev::dev_key_path(Path::new(".")).display()
+            );
+        }
+        (vec![client], vec![api])
+    } else {
+        (vec![], vec![])
+    };
+    Ok(config::load(
+        args.config.as_deref(),
+        &env_pairs(),
+        &flags,
+        clients,
+        apis,
+    )?)
+}
+
+async fn serve(args: ConfigArgs) -> Result<()> {
+    let settings = settings(&args, true)?;
+    let dev = settings.dev_mode;
+    for key in &settings.inert {
+        tracing::warn!("{} is read but not acted on by this version", key);
+    }
+    let kek_env = std::env::var("SEGL_KEY_ENCRYPTION_KEY").ok();
+    let (app, kek_created) = segl_server::App::build(settings, kek_env.as_deref()).await?;
+    if let (true, config::KekSource::DevFile(p)) = (kek_created, &app.settings.kek) {
+        println!(
+            "generated a development key-encryption key in {} (keep it with the database)",
+            p.display()
+        );
+    }
+    let listener = segl_server::app::bind(&app).await?;
+    let ring = app.keys.current();
+    println!(
+        "segl {} listening on {} — issuer {} — signing with {} (kid {}) — database {}",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr()?,
+        app.settings.issuer,
+        ring.signing.alg(),
+        ring.signing.kid(),
+        segl_store::redact_url(&app.settings.database)
+    );
+    if dev {
+        println!(
+            "\nDevelopment server. Get a first token with:\n\n  cargo run --release -- token get --issuer {} --client-id {} --key {} --scope {}\n",
+            app.settings.issuer,
+            segl_server::dev::DEV_CLIENT_ID,
+            segl_server::dev::dev_key_path(Path::new(".")).display(),
+            segl_server::dev::DEV_SCOPE
+        );
+    }
+    segl_server::serve(app, listener).await?;
+    Ok(())
+}
+
+async fn keys_list(args: ConfigArgs) -> Result<()> {
+    let settings = settings(&args, false)?;
+    let store = segl_server::app::open_store(&settings.database).await?;
+    let keys = store.signing_keys().await?;
+    let retention = settings
+        .tokens
+        .access_token_lifetime
+        .max(settings.tokens.id_token_lifetime)
+        + settings.keys.retired_grace;
+    let now = segl_client::unix_now();
+    let states = segl_server::keys::classify(&keys, now, retention);
+    println!(
+        "{:<44} {:<6} {:<8} {:>12} {:>12}",
+        "kid", "alg", "state", "activates", "created"
+    );
+    for (k, s) in keys.iter().zip(states) {
+        println!(
+            "{:<44} {:<6} {:<8} {:>12} {:>12}",
+            k.kid,
+            k.alg,
+            s.name(),
+            k.activate_at,
+            k.created_at
+        );
+    }
+    Ok(())
+}
+
+async fn keys_rotate(args: ConfigArgs, activate_in: Option<i64>) -> Result<()> {
+    let settings = settings(&args, false)?;
+    let delay = activate_in.unwrap_or(settings.keys.activation_delay);
+    if delay < 0 {
+        bail!("--activate-in must not be negative");
+    }
+    let store = segl_server::app::open_store(&settings.database).await?;
+    let kek_env = std::env::var("SEGL_KEY_ENCRYPTION_KEY").ok();
+    let (kek, _) = segl_server::keys::Kek::load(&settings.kek, kek_env.as_deref())?;
+    let now = segl_client::unix_now();
+    let kid =
+        segl_server::keys::rotate(store.as_ref(), &kek, settings.signing_alg, now, now + delay)
+            .await?;
+    println!(
+        "added {} key {kid}: published now, signs in {delay} s (running servers pick it up within {} s)",
+        settings.signing_alg, settings.keys.refresh_interval
+    );
+    Ok(())
+}
+
+fn keys_generate(alg: &str, out: &Path) -> Result<()> {
+    let alg: Alg = alg.parse().map_err(|_| anyhow::anyhow!("--alg {alg}: use ES256, PS256 or RS256 (or ES384, ES512, PS384, PS512, RS384, RS512, EdDSA)"))?;
+    let key = SigningKey::generate(alg)?;
+    let private_path = PathBuf::from(format!("{}.private.jwk.json", out.display()));
+    let public_path = PathBuf::from(format!("{}.public.jwks.json", out.display()));
+    let private = serde_json::to_vec_pretty(&key.to_private_jwk()?)?;
+    segl_server::keys::write_private_file(&private_path, &private).with_context(|| {
+        format!(
+            "cannot write {} (it must not exist yet)",
+            private_path.display()
+        )
+    })?;
+    let public = serde_json::to_vec_pretty(&serde_json::json!({ "keys": [key.public_jwk()] }))?;
+    std::fs::write(&public_path, public)
+        .with_context(|| format!("cannot write {}", public_path.display()))?;
+    println!(
+        "private key: {} (keep it secret)\npublic JWKS: {} (register it as jwks_file)\nkid: {}",
+        private_path.display(),
+        public_path.display(),
+        key.kid()
+    );
+    Ok(())
+}
+
+async fn inspect(jwt: &str, issuer: Option<&str>) -> Result<()> {
+    let jws = segl_jose::UnverifiedJws::parse(jwt.trim()).context("not a JWT Segl can read")?;
+    println!("header:");
+    for (k, v) in jws.unverified_header() {
+        println!("  {k:<10} {v}");
+    }
+    println!("claims:");
+    for (k, v) in jws.unverified_claims() {
+        let when = match (k.as_str(), v.as_i64()) {
+            ("iat" | "nbf" | "exp" | "auth_time", Some(t)) => format!(" ({})", relative(t)),
+            _ => String::new(),
+        };
+        match segl_proto::claims::describe(k) {
+            Some(d) => println!("  {k} = {v}{when}\n      {d}"),
+            None => println!("  {k} = {v}{when}"),
+        }
+    }
+    let Some(issuer) = issuer else {
+        println!("signature: not checked (give --issuer to verify)");
+        return Ok(());
+    };
+    let client = segl_client::Issuer::discover(reqwest::Client::new(), issuer).await?;
+    let jwks = client.jwks().await?;
+    let expect = segl_verify::Expectations {
+        issuer: &client.metadata().issuer,
+        now: segl_client::unix_now(),
+        skew: 10,
+    };
+    match segl_verify::verify_access_token(jwt.trim(), &jwks, &expect) {
+        Ok(_) => {
+            println!("verified: signature by {issuer}, issuer and lifetime OK");
+            Ok(())
+        }
+        Err(e) => bail!("verification failed: {e}"),
+    }
+}
+
+fn relative(t: i64) -> String {
+    let d = t - segl_client::unix_now();
+    if d >= 0 {
+        format!("in {d} s")
+    } else {
+        format!("{} s ago", -d)
+    }
+}

@@ -1,1 +1,205 @@
-//! placeholder
+//! The Segl client library, for client systems: load a private key, build private_key_jwt client
+//! assertions (RFC 7523), read discovery, and request tokens.
+//!
+//! It depends on the wire types (`segl-proto`) and JOSE (`segl-jose`) only; it works against
+//! any server that speaks the same protocol as HelseID.
+
+use segl_jose::{Alg, Jwk, SigningKey};
+use segl_proto::discovery::Discovery;
+use segl_proto::token::TokenResponse;
+use segl_proto::{CLIENT_ASSERTION_TYPE_JWT_BEARER, ErrorResponse};
+use serde_json::json;
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The key file cannot be read or used.
+    #[error("key: {0}")]
+    Key(String),
+    /// The HTTP exchange failed.
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The server answered with an OAuth error.
+    #[error("{status}: {} ({})", .error.error, .error.error_description.as_deref().unwrap_or(""))]
+    OAuth {
+        /// HTTP status.
+        status: u16,
+        /// The error body.
+        error: ErrorResponse,
+    },
+    /// The server's answer is not what the protocol says.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// JOSE failure (signing, randomness).
+    #[error(transparent)]
+    Jose(#[from] segl_jose::Error),
+}
+
+/// Seconds since the Unix epoch, from the system clock.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Loads a private key: a private JWK file (`{"kty":…, "d":…}`) or a PKCS#8 PEM file (then
+/// `alg` is required unless the key is EC or Ed25519… and RS256 is assumed for RSA).
+pub fn load_key(path: &std::path::Path, alg: Option<Alg>) -> Result<SigningKey, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Key(format!("{}: {e}", path.display())))?;
+    let wrap = |e: segl_jose::Error| Error::Key(format!("{}: {e}", path.display()));
+    if text.trim_start().starts_with("-----BEGIN") {
+        if !text.contains("BEGIN PRIVATE KEY") {
+            return Err(Error::Key(format!(
+                "{}: only PKCS#8 PEM (BEGIN PRIVATE KEY) is supported",
+                path.display()
+            )));
+        }
+        // Try the algorithm families in turn when none is given.
+        let candidates: Vec<Alg> = match alg {
+            Some(a) => vec![a],
+            None => vec![Alg::RS256, Alg::ES256, Alg::ES384, Alg::ES512, Alg::EdDSA],
+        };
+        let mut last = None;
+        for a in candidates {
+            match SigningKey::from_pkcs8_pem(a, &text) {
+                Ok(k) => return Ok(k),
+                Err(e) => last = Some(e),
+            }
+        }
+        return Err(wrap(last.unwrap_or(segl_jose::Error::Key("no usable key"))));
+    }
+    let jwk = Jwk::from_json(text.as_bytes()).map_err(wrap)?;
+    if !jwk.has_private_members() {
+        return Err(Error::Key(format!(
+            "{}: this is a public key; the client needs its private JWK",
+            path.display()
+        )));
+    }
+    SigningKey::from_private_jwk(&jwk, alg).map_err(wrap)
+}
+
+/// A fresh `jti`: 128 random bits, hex.
+pub fn new_jti() -> Result<String, Error> {
+    let mut b = [0u8; 16];
+    segl_jose::random_bytes(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Builds a client assertion (RFC 7523 §3): `iss` = `sub` = client_id, `aud` = the issuer,
+/// a 30-second lifetime, a fresh `jti`, `typ` `client-authentication+jwt`.
+pub fn client_assertion(
+    key: &SigningKey,
+    client_id: &str,
+    issuer: &str,
+    now: i64,
+) -> Result<String, Error> {
+    let claims = json!({
+        "iss": client_id,
+        "sub": client_id,
+        "aud": issuer,
+        "iat": now,
+        "nbf": now,
+        "exp": now + 30,
+        "jti": new_jti()?,
+    });
+    Ok(segl_jose::sign_jwt(
+        key,
+        segl_proto::typ::CLIENT_AUTHENTICATION,
+        &claims,
+    )?)
+}
+
+/// A client of one Segl (or HelseID) issuer.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    http: reqwest::Client,
+    metadata: Discovery,
+}
+
+impl Issuer {
+    /// Reads `{issuer}/.well-known/openid-configuration` and checks that it names `issuer`
+    /// exactly (mix-up defence).
+    pub async fn discover(http: reqwest::Client, issuer: &str) -> Result<Issuer, Error> {
+        let issuer = issuer.trim_end_matches('/');
+        let url = format!("{issuer}{}", segl_proto::paths::DISCOVERY);
+        let response = http.get(&url).send().await?;
+        if !response.status().is_success() {
+            return Err(Error::Protocol(format!(
+                "{url} answered {}",
+                response.status()
+            )));
+        }
+        let metadata: Discovery = response.json().await?;
+        if metadata.issuer != issuer {
+            return Err(Error::Protocol(format!(
+                "discovery names issuer {} but {issuer} was asked for",
+                metadata.issuer
+            )));
+        }
+        Ok(Issuer { http, metadata })
+    }
+
+    /// The metadata.
+    pub fn metadata(&self) -> &Discovery {
+        &self.metadata
+    }
+
+    /// The JWKS, as published.
+    pub async fn jwks(&self) -> Result<segl_jose::Jwks, Error> {
+        let bytes = self
+            .http
+            .get(&self.metadata.jwks_uri)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        segl_jose::Jwks::from_json(&bytes).map_err(|e| Error::Protocol(format!("JWKS: {e}")))
+    }
+
+    /// `client_credentials` with private_key_jwt; `resource` per RFC 8707.
+    pub async fn client_credentials(
+        &self,
+        client_id: &str,
+        key: &SigningKey,
+        scope: Option<&str>,
+        resource: Option<&str>,
+    ) -> Result<TokenResponse, Error> {
+        let assertion = client_assertion(key, client_id, &self.metadata.issuer, unix_now())?;
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", segl_proto::grant::CLIENT_CREDENTIALS),
+            ("client_id", client_id),
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE_JWT_BEARER),
+            ("client_assertion", &assertion),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        if let Some(r) = resource {
+            form.push(("resource", r));
+        }
+        let response = self
+            .http
+            .post(&self.metadata.token_endpoint)
+            .form(&form)
+            .send()
+            .await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if !status.is_success() {
+            let error: ErrorResponse = serde_json::from_slice(&bytes).map_err(|_| {
+                Error::Protocol(format!(
+                    "token endpoint answered {status} without an OAuth error body"
+                ))
+            })?;
+            return Err(Error::OAuth {
+                status: status.as_u16(),
+                error,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("token response: {e}")))
+    }
+}

@@ -47,12 +47,18 @@ impl Form {
             }
             if REPEATABLE.contains(&name.as_str()) {
                 form.repeated.entry(name).or_default().push(value);
-            } else if form.single.contains_key(&name) {
-                return Err(OAuthError::invalid_request(format!(
-                    "parameter {name} is repeated"
-                )));
             } else {
-                form.single.insert(name, value);
+                match form.single.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        return Err(OAuthError::invalid_request(format!(
+                            "parameter {} is repeated",
+                            e.key()
+                        )));
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(value);
+                    }
+                }
             }
         }
         Ok(form)

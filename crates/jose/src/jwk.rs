@@ -92,10 +92,12 @@ impl Jwk {
 
     /// Whether this key can serve `alg`: `kty`/`crv` fit, and a declared `alg` equals it.
     pub fn fits(&self, alg: Alg) -> bool {
-        if let Some(declared) = &self.alg {
-            if declared != alg.name() {
-                return false;
-            }
+        if self
+            .alg
+            .as_deref()
+            .is_some_and(|declared| declared != alg.name())
+        {
+            return false;
         }
         if self.use_.as_deref().is_some_and(|u| u != "sig") {
             return false;

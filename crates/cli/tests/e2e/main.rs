@@ -1,0 +1,17 @@
+//! End-to-end tests: the real `segl` binary on a loopback port, configured by a file, spoken to
+//! over HTTP. One test binary (kanidm's testkit, ripgrep's `TestCommand`), one module per area.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
+
+mod harness;
+
+mod client_credentials;
+mod config_errors;
+mod discovery;
+mod interop;
+mod keys;

@@ -1,0 +1,246 @@
+//! The application: shared state, the route table (which the router *and* the discovery
+//! document are built from), background maintenance, and serving with graceful shutdown.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::keys::{Kek, KeyError, KeyManager};
+use crate::{discovery, health, token};
+use axum::Router;
+use axum::routing::{MethodRouter, get, post};
+use segl_core::Policy;
+use segl_proto::paths;
+use segl_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Shared state of one server process. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct App(Arc<Inner>);
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct Inner {
+    /// The validated configuration (with the client registry).
+    pub settings: Settings,
+    /// The policy decisions are made under.
+    pub policy: Policy,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The signing keys.
+    pub keys: KeyManager,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The discovery document, serialized once.
+    pub discovery_json: Vec<u8>,
+}
+
+impl std::ops::Deref for App {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or migrated.
+    #[error("database {url}: {source}")]
+    Store {
+        /// The (redacted) URL.
+        url: String,
+        /// The failure.
+        source: segl_store::Error,
+    },
+    /// Keys could not be loaded or created.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+}
+
+/// One row of the route table: the path, its handlers, and the discovery member that
+/// advertises it (if any).
+pub(crate) struct Route {
+    pub metadata: Option<&'static str>,
+    pub path: &'static str,
+    pub handler: MethodRouter<App>,
+}
+
+/// The route table. The router serves exactly these routes, and discovery advertises exactly
+/// the ones with a metadata name.
+pub(crate) fn routes() -> Vec<Route> {
+    vec![
+        Route {
+            metadata: None,
+            path: paths::DISCOVERY,
+            handler: get(discovery::discovery),
+        },
+        Route {
+            metadata: Some("jwks_uri"),
+            path: paths::JWKS,
+            handler: get(discovery::jwks),
+        },
+        Route {
+            metadata: Some("token_endpoint"),
+            path: paths::TOKEN,
+            handler: post(token::token),
+        },
+        Route {
+            metadata: None,
+            path: paths::HEALTH,
+            handler: get(health::ready),
+        },
+        Route {
+            metadata: None,
+            path: paths::HEALTH_LIVE,
+            handler: get(health::live),
+        },
+        Route {
+            metadata: None,
+            path: paths::HEALTH_READY,
+            handler: get(health::ready),
+        },
+    ]
+}
+
+impl App {
+    /// Opens the store, applies migrations, loads the key-encryption key and the signing keys.
+    /// Returns the app and whether a development key-encryption key file was created.
+    pub async fn build(
+        settings: Settings,
+        kek_env: Option<&str>,
+    ) -> Result<(App, bool), StartError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let store = open_store(&settings.database).await?;
+        let (kek, kek_created) = Kek::load(&settings.kek, kek_env)?;
+        let retention = settings
+            .tokens
+            .access_token_lifetime
+            .max(settings.tokens.id_token_lifetime)
+            + settings.keys.retired_grace;
+        let keys = KeyManager::start(
+            store.clone(),
+            kek,
+            settings.signing_alg,
+            retention,
+            clock.now().secs(),
+        )
+        .await?;
+        let policy = Policy {
+            issuer: settings.issuer.clone(),
+            token_endpoint: format!("{}{}", settings.issuer, paths::TOKEN),
+            profile: settings.profile,
+            access_token_lifetime: settings.tokens.access_token_lifetime,
+        };
+        let discovery_json = discovery::document(&settings, &routes());
+        let app = App(Arc::new(Inner {
+            settings,
+            policy,
+            store,
+            keys,
+            clock,
+            discovery_json,
+        }));
+        Ok((app, kek_created))
+    }
+
+    /// The axum router for this app.
+    pub fn router(&self) -> Router {
+        routes()
+            .into_iter()
+            .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
+            .with_state(self.clone())
+    }
+
+    /// Starts the background maintenance: key refresh (rotation made on any process is picked
+    /// up within `keys.refresh_interval`) and purging of expired one-time records.
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(app.settings.keys.refresh_interval);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let now = app.clock.now().secs();
+                if let Err(e) = app.keys.refresh(now).await {
+                    tracing::warn!(error = %e, "key refresh failed; keeping the current keys");
+                }
+                n += 1;
+                // Purge about once a minute whatever the refresh interval.
+                if n.is_multiple_of((60 / app.settings.keys.refresh_interval).max(1)) {
+                    match app.store.purge_expired(now).await {
+                        Ok(purged) if purged > 0 => {
+                            tracing::debug!(purged, "purged expired one-time records")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "purge failed"),
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Opens and migrates the store named by `url`.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
+    let wrap = |source| StartError::Store {
+        url: segl_store::redact_url(url),
+        source,
+    };
+    let store = segl_store::open(url).await.map_err(wrap)?;
+    store.migrate().await.map_err(wrap)?;
+    Ok(store)
+}
+
+/// Serves `app` on its configured address until SIGTERM or Ctrl-C; in-flight requests finish.
+pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let maintenance = app.spawn_maintenance();
+    let result = axum::serve(listener, app.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    maintenance.abort();
+    result
+}
+
+/// Binds the configured listen address.
+pub async fn bind(app: &App) -> Result<tokio::net::TcpListener, StartError> {
+    let addr = app.settings.listen;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

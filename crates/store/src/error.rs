@@ -1,0 +1,71 @@
+//! The store's error type. Callers map [`Error::Unavailable`] to 503 `temporarily_unavailable`
+//! and never to `invalid_grant`/`invalid_client` (SECURITY.md, reliability §1).
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database cannot be reached, timed out, or failed in a way a retry may fix.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint was violated where the caller did not expect a replay.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database URL or options are wrong.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// Data in the database is not what this version of Segl wrote.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+}
+
+/// Maps a sqlx error to a store [`Error`]. Failures that mean the same on every backend are
+/// mapped here; errors the database server itself returned are passed to `database`, which
+/// knows that backend's error codes.
+pub(crate) fn from_sqlx(
+    err: sqlx::Error,
+    database: impl FnOnce(&dyn sqlx::error::DatabaseError) -> Error,
+) -> Error {
+    match err {
+        sqlx::Error::Database(db) => database(db.as_ref()),
+        sqlx::Error::Configuration(e) => Error::Config(e.to_string()),
+        sqlx::Error::InvalidArgument(e) => Error::Config(e),
+        sqlx::Error::Io(e) => Error::Unavailable(format!("i/o error talking to the database: {e}")),
+        sqlx::Error::Tls(e) => {
+            Error::Unavailable(format!("TLS error talking to the database: {e}"))
+        }
+        sqlx::Error::Protocol(e) => Error::Unavailable(format!("database protocol error: {e}")),
+        sqlx::Error::PoolTimedOut => {
+            Error::Unavailable("timed out waiting for a database connection".to_owned())
+        }
+        sqlx::Error::PoolClosed => Error::Unavailable("the database pool is closed".to_owned()),
+        sqlx::Error::WorkerCrashed => {
+            Error::Unavailable("the database worker thread crashed".to_owned())
+        }
+        e @ (sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_)) => Error::Corrupt(e.to_string()),
+        // Anything else (new sqlx variants included) is treated as retryable: a 503 is the
+        // safe answer when we do not know what happened.
+        e => Error::Unavailable(e.to_string()),
+    }
+}
+
+/// The longest `key` [`crate::Store::insert_jti`] accepts, in bytes (a SHA-512 digest).
+pub(crate) const MAX_JTI_KEY_LEN: usize = 64;
+
+/// Rejects a `jti` key longer than [`MAX_JTI_KEY_LEN`] with [`Error::Corrupt`]: callers pass a
+/// fixed-size digest, so a longer key is a programming error, and we refuse to write data no
+/// version of Segl is meant to write rather than store an unbounded caller-controlled value.
+pub(crate) fn check_jti_key(key: &[u8]) -> Result<(), Error> {
+    if key.len() > MAX_JTI_KEY_LEN {
+        return Err(Error::Corrupt(format!(
+            "jti key is {} bytes; at most {MAX_JTI_KEY_LEN} are allowed",
+            key.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! The PostgreSQL [`Store`], for many Segl processes sharing one database.
+//!
+//! Every operation is a single statement in its own (READ COMMITTED) transaction; `insert_jti`
+//! is `INSERT … ON CONFLICT DO NOTHING`, so the primary key decides which of any number of
+//! concurrent callers, on any process, recorded the key. Operations never hang when the
+//! database is down: acquiring a connection times out after 5 s and a whole operation after
+//! 15 s, both reported as [`Error::Unavailable`]. Serialization failures and deadlocks
+//! (SQLSTATE 40001 / 40P01, possible when the server defaults to SERIALIZABLE) are retried a
+//! few times. The password in the URL never appears in `Debug` output or error messages.
+
+use crate::error::{check_jti_key, from_sqlx};
+use crate::{Error, JtiKind, Store, StoredKey, redact_url};
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a caller waits for a pooled connection (including connecting) before
+/// [`Error::Unavailable`].
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one store operation (all its attempts) may take before [`Error::Unavailable`].
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many times an operation is tried when it hits a serialization failure or deadlock.
+const MAX_ATTEMPTS: u32 = 4;
+/// Pool size per process.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// A [`Store`] in a PostgreSQL database.
+///
+/// Opening does not create the schema: call [`Store::migrate`] once after [`PgStore::open`].
+pub struct PgStore {
+    pool: PgPool,
+    /// The URL with any password replaced by `***`.
+    url: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database `url` names (`postgres://…` or `postgresql://…`, with any
+    /// parameters libpq-style URLs accept in sqlx, e.g. `sslmode`), checking that one
+    /// connection can be opened.
+    ///
+    /// Errors: [`Error::Config`] for a malformed URL or rejected credentials / unknown
+    /// database, [`Error::Unavailable`] when the server cannot be reached within 5 s.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        let shown = redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("invalid PostgreSQL URL {shown:?}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| match map_err(e) {
+                Error::Unavailable(m) => Error::Unavailable(format!("connecting to {shown}: {m}")),
+                Error::Config(m) => Error::Config(format!("connecting to {shown}: {m}")),
+                other => other,
+            })?;
+        Ok(PgStore { pool, url: shown })
+    }
+
+    /// Closes every connection, waiting for the ones in use to be returned. Later calls on
+    /// this store fail with [`Error::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs `op` with the retry and timeout policy of the module documentation.
+    async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut + Send,
+        Fut: Future<Output = Result<T, sqlx::Error>> + Send,
+        T: Send,
+    {
+        let attempts = async {
+            let mut attempt = 1;
+            loop {
+                match op().await {
+                    Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
+                        tracing::debug!(error = %e, attempt, what, "retrying store operation");
+                        tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                        attempt += 1;
+                    }
+                    result => return result.map_err(map_err),
+                }
+            }
+        };
+        tokio::time::timeout(OPERATION_TIMEOUT, attempts)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!(
+                    "{what} on {} took longer than {OPERATION_TIMEOUT:?}",
+                    self.url
+                )))
+            })
+    }
+}
+
+/// Whether `e` is a serialization failure or deadlock, after which the (rolled back)
+/// statement can simply be run again.
+fn is_retryable(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "40001" || code == "40P01")
+}
+
+/// Maps a sqlx error from a PostgreSQL connection to a store [`Error`].
+pub(crate) fn map_err(err: sqlx::Error) -> Error {
+    from_sqlx(err, database_error)
+}
+
+/// Maps an error PostgreSQL returned, by its SQLSTATE
+/// (<https://www.postgresql.org/docs/current/errcodes-appendix.html>).
+fn database_error(e: &dyn DatabaseError) -> Error {
+    let code = e.code().unwrap_or_default();
+    let message = format!("postgres: {} (SQLSTATE {code})", e.message());
+    let class = code.get(..2).unwrap_or("");
+    match (class, &*code) {
+        (_, "23505") => Error::Conflict(message),
+        // Invalid authorization, unknown database, insufficient privilege.
+        ("28", _) | (_, "3D000") | (_, "42501") => Error::Config(message),
+        // Data exceptions, other integrity violations, schema mismatches (e.g. an undefined
+        // table: not migrated), internal errors / data corruption.
+        ("22", _) | ("23", _) | ("42", _) | ("XX", _) => Error::Corrupt(message),
+        // Connection exceptions (08), rollbacks (40), insufficient resources (53), operator
+        // intervention (57, e.g. shutdown), system errors (58), lock timeouts (55P03), …
+        _ => Error::Unavailable(message),
+    }
+}
+
+/// Reads one `signing_keys` row.
+fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
+    Ok(StoredKey {
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        public_jwk: row.try_get("public_jwk")?,
+        private_key: row.try_get("private_key")?,
+        created_at: row.try_get("created_at")?,
+        activate_at: row.try_get("activate_at")?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), Error> {
+        // Not under `run`: waiting for another process's migration is bounded by the
+        // `lock_timeout` the migrator sets, and a long migration must not be cut off.
+        crate::migrate::postgres(&self.pool).await
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        self.run("ping", || sqlx::query("SELECT 1").execute(&self.pool))
+            .await?;
+        Ok(())
+    }
+
+    /// Keys longer than 64 bytes are rejected with [`Error::Corrupt`] (see the trait).
+    async fn insert_jti(&self, kind: JtiKind, key: &[u8], expires_at: i64) -> Result<bool, Error> {
+        check_jti_key(key)?;
+        let done = self
+            .run("insert_jti", || {
+                sqlx::query(
+                    "INSERT INTO jti (kind, key, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (kind, key) DO NOTHING",
+                )
+                .bind(kind.code())
+                .bind(key)
+                .bind(expires_at)
+                .execute(&self.pool)
+            })
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, Error> {
+        let done = self
+            .run("purge_expired", || {
+                sqlx::query("DELETE FROM jti WHERE expires_at < $1")
+                    .bind(now)
+                    .execute(&self.pool)
+            })
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
+        let rows = self
+            .run("signing_keys", || {
+                sqlx::query(
+                    "SELECT kid, alg, public_jwk, private_key, created_at, activate_at \
+                     FROM signing_keys ORDER BY activate_at, created_at, kid",
+                )
+                .fetch_all(&self.pool)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| stored_key(row).map_err(map_err))
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), Error> {
+        self.run("insert_signing_key", || {
+            sqlx::query(
+                "INSERT INTO signing_keys \
+                 (kid, alg, public_jwk, private_key, created_at, activate_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.public_jwk)
+            .bind(&key.private_key)
+            .bind(key.created_at)
+            .bind(key.activate_at)
+            .execute(&self.pool)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Conflict(_) => {
+                Error::Conflict(format!("a signing key with kid {:?} exists", key.kid))
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> Result<bool, Error> {
+        let done = self
+            .run("delete_signing_key", || {
+                sqlx::query("DELETE FROM signing_keys WHERE kid = $1")
+                    .bind(kid)
+                    .execute(&self.pool)
+            })
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, Error> {
+        // Under READ COMMITTED the INSERT waits for a concurrent inserter of the same name to
+        // commit, so the SELECT that follows sees the first value.
+        self.run("secret_or_insert", || {
+            sqlx::query(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+        })
+        .await?;
+        // Secrets are never deleted, so the row is there now: ours or the first caller's.
+        self.run("secret_or_insert", || {
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+        })
+        .await?
+        .ok_or_else(|| Error::Corrupt(format!("secret {name:?} vanished after insert")))
+    }
+}

@@ -1,0 +1,311 @@
+//! The embedded SQLite [`Store`]: one database file shared by the tasks of one process (and, with
+//! WAL and a busy timeout, by several processes on one machine).
+//!
+//! A database file is switched to `journal_mode = WAL` when opened; every connection runs with
+//! `synchronous = FULL` (a committed `jti` is on disk before the request that recorded it is
+//! answered), `busy_timeout = 5 s` and foreign keys on. Writers are serialized by SQLite's
+//! write lock; `insert_jti` is a single `INSERT … ON CONFLICT DO NOTHING` statement, so the
+//! primary key decides which of several concurrent callers recorded the key.
+
+use crate::error::{check_jti_key, from_sqlx};
+use crate::{Error, JtiKind, Store, StoredKey, redact_url};
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::error::DatabaseError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// How long SQLite waits for another connection's write lock before failing with `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pool size for a database file.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// A [`Store`] in a SQLite database file (or a private in-memory database).
+///
+/// Opening does not create the schema: call [`Store::migrate`] once after [`SqliteStore::open`].
+pub struct SqliteStore {
+    pool: SqlitePool,
+    /// The URL the store was opened with, for `Debug` and messages.
+    url: String,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database `url` names: `sqlite://PATH`, `sqlite:PATH`
+    /// or `sqlite::memory:` (also `sqlite://?mode=memory`). Query parameters understood by sqlx
+    /// (`mode`, `cache`, `immutable`, `vfs`) are accepted.
+    ///
+    /// An in-memory database lives in the single connection of this store's pool, which is
+    /// never closed while the store exists; it is private to this `SqliteStore`.
+    ///
+    /// Errors: [`Error::Config`] for a malformed URL, [`Error::Unavailable`] when the file
+    /// cannot be opened or is locked for longer than the busy timeout.
+    pub async fn open(url: &str) -> Result<Self, Error> {
+        let shown = redact_url(url);
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| Error::Config(format!("not a sqlite: URL: {shown:?}")))?;
+        let (path, params) = rest.split_once('?').unwrap_or((rest, ""));
+        let in_memory = path == ":memory:"
+            || params
+                .split('&')
+                .any(|p| p.eq_ignore_ascii_case("mode=memory"));
+        if path.is_empty() && !in_memory {
+            return Err(Error::Config(format!(
+                "SQLite URL {shown:?} names no file: use sqlite://PATH or sqlite::memory:"
+            )));
+        }
+
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(format!("invalid SQLite URL {shown:?}: {e}")))?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Full);
+
+        let pool = if in_memory {
+            // One connection that is never reaped: the database lives exactly as long as it.
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options.create_if_missing(true))
+                .await
+        }
+        .map_err(|e| in_context(&shown, e))?;
+        if !in_memory {
+            enable_wal(&pool).await.map_err(|e| in_context(&shown, e))?;
+        }
+        Ok(SqliteStore { pool, url: shown })
+    }
+
+    /// Closes every connection, waiting for the ones in use to be returned. Later calls on
+    /// this store fail with [`Error::Unavailable`]; an in-memory database is gone.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Maps an error from opening the database `shown`, naming it in the message.
+fn in_context(shown: &str, err: sqlx::Error) -> Error {
+    match map_err(err) {
+        Error::Unavailable(m) => Error::Unavailable(format!("opening {shown}: {m}")),
+        Error::Config(m) => Error::Config(format!("opening {shown}: {m}")),
+        Error::Corrupt(m) => Error::Corrupt(format!("opening {shown}: {m}")),
+        Error::Conflict(m) => Error::Conflict(format!("opening {shown}: {m}")),
+    }
+}
+
+/// Switches the database file to WAL (a persistent property of the file, so connections opened
+/// later, in this process or another, use it too).
+///
+/// Not done as a per-connection pragma: switching needs an exclusive lock that SQLite does not
+/// wait for with the busy handler, so when several processes create the file at once one of
+/// them gets `SQLITE_BUSY` at once. Retried here until [`BUSY_TIMEOUT`].
+async fn enable_wal(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        match sqlx::query_scalar::<_, String>("PRAGMA journal_mode = WAL")
+            .fetch_one(pool)
+            .await
+        {
+            Ok(mode) => {
+                if !mode.eq_ignore_ascii_case("wal") {
+                    tracing::warn!(mode, "SQLite refused WAL journal mode; using {mode}");
+                }
+                return Ok(());
+            }
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `e` is `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
+/// Maps a sqlx error from a SQLite connection to a store [`Error`].
+pub(crate) fn map_err(err: sqlx::Error) -> Error {
+    from_sqlx(err, database_error)
+}
+
+/// Maps an error SQLite returned, by its (extended) result code.
+fn database_error(e: &dyn DatabaseError) -> Error {
+    let message = format!("sqlite: {e}");
+    if e.is_unique_violation() {
+        return Error::Conflict(message);
+    }
+    // sqlx reports the extended result code; the primary code is its low byte.
+    let code = e
+        .code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .unwrap_or(libsqlite3_codes::ERROR);
+    match code & 0xff {
+        libsqlite3_codes::PERM | libsqlite3_codes::READONLY | libsqlite3_codes::AUTH => {
+            Error::Config(message)
+        }
+        libsqlite3_codes::ERROR
+        | libsqlite3_codes::CORRUPT
+        | libsqlite3_codes::CONSTRAINT
+        | libsqlite3_codes::MISMATCH
+        | libsqlite3_codes::NOTADB => Error::Corrupt(message),
+        // BUSY, LOCKED, NOMEM, INTERRUPT, IOERR, FULL, CANTOPEN, SCHEMA, …: a retry may work.
+        _ => Error::Unavailable(message),
+    }
+}
+
+/// The SQLite primary result codes this module distinguishes (<https://sqlite.org/rescode.html>).
+mod libsqlite3_codes {
+    pub(super) const ERROR: i32 = 1;
+    pub(super) const PERM: i32 = 3;
+    pub(super) const READONLY: i32 = 8;
+    pub(super) const CORRUPT: i32 = 11;
+    pub(super) const CONSTRAINT: i32 = 19;
+    pub(super) const MISMATCH: i32 = 20;
+    pub(super) const AUTH: i32 = 23;
+    pub(super) const NOTADB: i32 = 26;
+}
+
+/// Reads one `signing_keys` row.
+fn stored_key(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
+    Ok(StoredKey {
+        kid: row.try_get("kid")?,
+        alg: row.try_get("alg")?,
+        public_jwk: row.try_get("public_jwk")?,
+        private_key: row.try_get("private_key")?,
+        created_at: row.try_get("created_at")?,
+        activate_at: row.try_get("activate_at")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), Error> {
+        crate::migrate::sqlite(&self.pool).await
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Keys longer than 64 bytes are rejected with [`Error::Corrupt`] (see the trait).
+    async fn insert_jti(&self, kind: JtiKind, key: &[u8], expires_at: i64) -> Result<bool, Error> {
+        check_jti_key(key)?;
+        let done = sqlx::query(
+            "INSERT INTO jti (kind, key, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (kind, key) DO NOTHING",
+        )
+        .bind(kind.code())
+        .bind(key)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64, Error> {
+        let done = sqlx::query("DELETE FROM jti WHERE expires_at < ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, public_jwk, private_key, created_at, activate_at \
+             FROM signing_keys ORDER BY activate_at, created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|row| stored_key(row).map_err(map_err))
+            .collect()
+    }
+
+    async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO signing_keys \
+             (kid, alg, public_jwk, private_key, created_at, activate_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(&key.private_key)
+        .bind(key.created_at)
+        .bind(key.activate_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match map_err(e) {
+            Error::Conflict(_) => {
+                Error::Conflict(format!("a signing key with kid {:?} exists", key.kid))
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn delete_signing_key(&self, kid: &str) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM signing_keys WHERE kid = ?")
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, Error> {
+        sqlx::query(
+            "INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        // Secrets are never deleted, so the row is there now: ours or the first caller's.
+        sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| Error::Corrupt(format!("secret {name:?} vanished after insert")))
+    }
+}

@@ -1,0 +1,649 @@
+//! One conformance suite for every [`Store`] implementation.
+//!
+//! Each case in [`cases`] is a generic async function over a fresh, empty database ([`Db`]);
+//! the `conformance!` macro instantiates every case once for SQLite (a new file in a temporary
+//! directory) and once for PostgreSQL (a new database `segl_t_<random hex>`, dropped
+//! afterwards). The PostgreSQL variants need `SEGL_TEST_POSTGRES_URL`, e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`; without it they print that they were skipped and
+//! pass.
+
+// This whole file is test code, but clippy only exempts `#[test]` functions themselves from
+// the workspace's production-code lints (clippy.toml), not the helpers they call.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use segl_store::{Error, JtiKind, PgStore, SqliteStore, Store, StoredKey};
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The environment variable naming the PostgreSQL server the PG variants run against.
+const PG_ENV: &str = "SEGL_TEST_POSTGRES_URL";
+
+/// A fresh, empty database for one test.
+struct Db {
+    url: String,
+}
+
+impl Db {
+    /// Opens a store on this database without migrating it.
+    async fn open(&self) -> Arc<dyn Store> {
+        segl_store::open(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.url))
+    }
+
+    /// Opens and migrates a store on this database.
+    async fn store(&self) -> Arc<dyn Store> {
+        let store = self.open().await;
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// The rows of `schema_migrations`, read with a separate connection.
+    async fn migration_versions(&self) -> Vec<i64> {
+        use sqlx::Connection;
+        let sql = "SELECT version FROM schema_migrations ORDER BY version";
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+    }
+
+    /// The password in the URL, if any.
+    fn password(&self) -> Option<String> {
+        let rest = self.url.split_once("://")?.1;
+        let userinfo = rest.rsplit_once('@')?.0;
+        let password = userinfo.split_once(':')?.1;
+        (!password.is_empty()).then(|| password.to_owned())
+    }
+}
+
+/// A random lowercase hex string (16 digits), unique within this process.
+fn random_hex() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
+/// Runs `test` against a new SQLite database file in a temporary directory.
+async fn with_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("segl.db").display());
+    test(Db { url }).await;
+    drop(dir);
+}
+
+/// `base` with its database name replaced by `database` (query parameters kept).
+fn with_database(base: &str, database: &str) -> String {
+    let (main, query) = match base.split_once('?') {
+        Some((main, query)) => (main, Some(query)),
+        None => (base, None),
+    };
+    let authority_start = main.find("://").map(|i| i + 3).unwrap();
+    let authority_end = main[authority_start..]
+        .find('/')
+        .map_or(main.len(), |i| authority_start + i);
+    let mut url = format!("{}/{database}", &main[..authority_end]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// Runs `test` against a new PostgreSQL database created on the server `SEGL_TEST_POSTGRES_URL`
+/// names and dropped afterwards (even when the test fails); skips when the variable is unset.
+async fn with_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    use sqlx::Connection;
+    let Ok(base) = std::env::var(PG_ENV) else {
+        println!("SKIPPED {name}: set {PG_ENV} (e.g. postgres://postgres@127.0.0.1:5432/test)");
+        return;
+    };
+    let database = format!("segl_t_{}", random_hex());
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {PG_ENV}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let url = with_database(&base, &database);
+    // Spawned so that a failing test still reaches the DROP below.
+    let outcome = tokio::spawn(test(Db { url })).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A signing key with recognisable contents.
+fn signing_key(kid: &str, created_at: i64, activate_at: i64) -> StoredKey {
+    StoredKey {
+        kid: kid.to_owned(),
+        alg: "RS256".to_owned(),
+        public_jwk: format!(r#"{{"kty":"RSA","kid":"{kid}","n":"AQAB","e":"AQAB"}}"#),
+        private_key: [&[0u8, 255, 0, 1][..], kid.as_bytes()].concat(),
+        created_at,
+        activate_at,
+    }
+}
+
+/// The conformance cases; each gets a fresh, empty (unmigrated) database.
+mod cases {
+    use super::*;
+
+    /// Migrating again (from the same or another store) changes nothing and keeps the data.
+    pub async fn migrate_twice_is_idempotent(db: &Db) {
+        let store = db.store().await;
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"k", 100)
+                .await
+                .unwrap()
+        );
+        store.migrate().await.unwrap();
+        db.store().await.migrate().await.unwrap();
+        assert_eq!(db.migration_versions().await, vec![1]);
+        assert!(
+            !store
+                .insert_jti(JtiKind::DpopProof, b"k", 100)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Several processes starting at once (each opening the new database and migrating it)
+    /// all succeed, and the migrations are applied once.
+    pub async fn migrate_concurrently(db: &Db) {
+        let (a, b, c, d) = tokio::join!(db.open(), db.open(), db.open(), db.open());
+        let results = tokio::join!(a.migrate(), b.migrate(), c.migrate(), d.migrate());
+        results.0.unwrap();
+        results.1.unwrap();
+        results.2.unwrap();
+        results.3.unwrap();
+        assert_eq!(db.migration_versions().await, vec![1]);
+        assert!(
+            a.insert_jti(JtiKind::ClientAssertion, b"x", 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !b.insert_jti(JtiKind::ClientAssertion, b"x", 1)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !d.insert_jti(JtiKind::ClientAssertion, b"x", 1)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Using a store before migrating fails cleanly (no panic, no `Ok(true)`).
+    pub async fn unmigrated_store_fails(db: &Db) {
+        let store = db.open().await;
+        let result = store.insert_jti(JtiKind::DpopProof, b"k", 1).await;
+        assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
+    }
+
+    /// A fresh key is recorded; the same key again is a replay, whatever its expiry.
+    pub async fn jti_fresh_then_replay(db: &Db) {
+        let store = db.store().await;
+        assert!(
+            store
+                .insert_jti(JtiKind::ClientAssertion, b"client|jti-1", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_jti(JtiKind::ClientAssertion, b"client|jti-1", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_jti(JtiKind::ClientAssertion, b"client|jti-1", 9_000)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::ClientAssertion, b"client|jti-2", 1_000)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// The same key under different kinds is different records.
+    pub async fn jti_kinds_are_independent(db: &Db) {
+        let store = db.store().await;
+        let kinds = [
+            JtiKind::ClientAssertion,
+            JtiKind::DpopProof,
+            JtiKind::RequestObject,
+        ];
+        for kind in kinds {
+            assert!(
+                store.insert_jti(kind, b"same", 50).await.unwrap(),
+                "{kind:?}"
+            );
+        }
+        for kind in kinds {
+            assert!(
+                !store.insert_jti(kind, b"same", 50).await.unwrap(),
+                "{kind:?}"
+            );
+        }
+    }
+
+    /// Keys are opaque bytes up to 64 long; longer keys are refused.
+    pub async fn jti_key_length(db: &Db) {
+        let store = db.store().await;
+        let max = [0xa5u8; 64];
+        assert!(store.insert_jti(JtiKind::DpopProof, &max, 5).await.unwrap());
+        assert!(!store.insert_jti(JtiKind::DpopProof, &max, 5).await.unwrap());
+        // A key that differs only in length is a different key; bytes are not text.
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, &max[..63], 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, &[0, 0, 0], 5)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, &[0, 0], 5)
+                .await
+                .unwrap()
+        );
+        let result = store.insert_jti(JtiKind::DpopProof, &[1u8; 65], 5).await;
+        assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
+    }
+
+    /// 16 concurrent callers on a multi-threaded runtime: exactly one sees the key as fresh.
+    pub async fn jti_concurrent_inserts_have_one_winner(db: &Db) {
+        let stores = [db.store().await, db.open().await];
+        for round in 0..5u8 {
+            let barrier = Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = Arc::clone(&stores[i % stores.len()]);
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store
+                            .insert_jti(JtiKind::DpopProof, &[round; 32], 100)
+                            .await
+                    })
+                })
+                .collect();
+            let mut fresh = 0;
+            for task in tasks {
+                if task.await.unwrap().unwrap() {
+                    fresh += 1;
+                }
+            }
+            assert_eq!(fresh, 1, "round {round}");
+        }
+    }
+
+    /// Only records that expired before `now` are purged; a purged key can be recorded again.
+    pub async fn purge_expired_removes_only_expired(db: &Db) {
+        let store = db.store().await;
+        assert_eq!(store.purge_expired(1_000).await.unwrap(), 0);
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"a", 100)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::ClientAssertion, b"b", 150)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"c", 200)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"d", 300)
+                .await
+                .unwrap()
+        );
+
+        // Expired before 200: a and b; c expires exactly at 200 and is kept.
+        assert_eq!(store.purge_expired(200).await.unwrap(), 2);
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"a", 400)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_jti(JtiKind::ClientAssertion, b"b", 400)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_jti(JtiKind::DpopProof, b"c", 400)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_jti(JtiKind::DpopProof, b"d", 400)
+                .await
+                .unwrap()
+        );
+
+        assert_eq!(store.purge_expired(200).await.unwrap(), 0);
+        assert_eq!(store.purge_expired(301).await.unwrap(), 2);
+        assert_eq!(store.purge_expired(i64::MAX).await.unwrap(), 2);
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"d", 400)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Signing keys: insert, list oldest `activate_at` first, duplicate kid, delete.
+    pub async fn signing_keys_lifecycle(db: &Db) {
+        let store = db.store().await;
+        assert!(store.signing_keys().await.unwrap().is_empty());
+        let k1 = signing_key("k1", 10, 100);
+        let k2 = signing_key("k2", 20, 200);
+        let k3 = signing_key("k3", 5, 300);
+        for key in [&k2, &k3, &k1] {
+            store.insert_signing_key(key).await.unwrap();
+        }
+        assert_eq!(
+            store.signing_keys().await.unwrap(),
+            vec![k1.clone(), k2.clone(), k3.clone()]
+        );
+
+        let duplicate = signing_key("k2", 99, 999);
+        let result = store.insert_signing_key(&duplicate).await;
+        assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+        assert_eq!(
+            store.signing_keys().await.unwrap(),
+            vec![k1.clone(), k2.clone(), k3.clone()]
+        );
+
+        assert!(store.delete_signing_key("k2").await.unwrap());
+        assert!(!store.delete_signing_key("k2").await.unwrap());
+        assert!(!store.delete_signing_key("nope").await.unwrap());
+        assert_eq!(store.signing_keys().await.unwrap(), vec![k1, k3]);
+        // A deleted kid can be added again.
+        store.insert_signing_key(&duplicate).await.unwrap();
+        assert_eq!(store.signing_keys().await.unwrap().len(), 3);
+    }
+
+    /// The first stored secret wins, for sequential and concurrent callers and across stores.
+    pub async fn secret_or_insert_returns_the_first_value(db: &Db) {
+        let a = db.store().await;
+        let b = db.open().await;
+        assert_eq!(
+            a.secret_or_insert("hmac", b"first").await.unwrap(),
+            b"first"
+        );
+        assert_eq!(
+            b.secret_or_insert("hmac", b"second").await.unwrap(),
+            b"first"
+        );
+        assert_eq!(
+            a.secret_or_insert("other", b"second").await.unwrap(),
+            b"second"
+        );
+
+        for round in 0..5 {
+            let name = format!("race-{round}");
+            let (ra, rb) = tokio::join!(
+                a.secret_or_insert(&name, b"from-a"),
+                b.secret_or_insert(&name, b"from-b"),
+            );
+            let (ra, rb) = (ra.unwrap(), rb.unwrap());
+            assert_eq!(ra, rb, "{name}");
+            assert!(ra == b"from-a" || ra == b"from-b", "{name}");
+        }
+    }
+
+    /// Everything written survives dropping the store and opening the database again.
+    pub async fn data_survives_reopen(db: &Db) {
+        let key = signing_key("persist", 1, 2);
+        {
+            let store = db.store().await;
+            assert!(
+                store
+                    .insert_jti(JtiKind::RequestObject, b"persist", 77)
+                    .await
+                    .unwrap()
+            );
+            store.insert_signing_key(&key).await.unwrap();
+            assert_eq!(store.secret_or_insert("s", b"v1").await.unwrap(), b"v1");
+        }
+        let store = db.store().await;
+        assert!(
+            !store
+                .insert_jti(JtiKind::RequestObject, b"persist", 77)
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.signing_keys().await.unwrap(), vec![key]);
+        assert_eq!(store.secret_or_insert("s", b"v2").await.unwrap(), b"v1");
+    }
+
+    /// `ping` succeeds on a reachable database; `Debug` never shows a password.
+    pub async fn ping_works(db: &Db) {
+        let store = db.open().await;
+        store.ping().await.unwrap();
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+        let shown = format!("{store:?}");
+        if let Some(password) = db.password() {
+            assert!(!shown.contains(&password), "{shown}");
+        }
+    }
+}
+
+/// Instantiates every listed case for SQLite and for PostgreSQL.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::with_sqlite(|db| async move { super::cases::$case(&db).await }).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::with_postgres(
+                        concat!("postgres::", stringify!($case)),
+                        |db| async move { super::cases::$case(&db).await },
+                    )
+                    .await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrate_twice_is_idempotent,
+    migrate_concurrently,
+    unmigrated_store_fails,
+    jti_fresh_then_replay,
+    jti_kinds_are_independent,
+    jti_key_length,
+    jti_concurrent_inserts_have_one_winner,
+    purge_expired_removes_only_expired,
+    signing_keys_lifecycle,
+    secret_or_insert_returns_the_first_value,
+    data_survives_reopen,
+    ping_works,
+);
+
+#[tokio::test]
+async fn open_rejects_unsupported_schemes() {
+    for url in [
+        "",
+        "sqlite",
+        "mysql://root:hunter2@localhost/segl",
+        "redis://127.0.0.1",
+        "file:///tmp/segl.db",
+    ] {
+        match segl_store::open(url).await {
+            Err(Error::Config(message)) => assert!(!message.contains("hunter2"), "{message}"),
+            other => panic!("{url:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn open_rejects_malformed_urls() {
+    for url in [
+        "sqlite://",
+        "sqlite://x.db?mode=bogus",
+        "sqlite:x.db?nonsense=1",
+    ] {
+        let result = SqliteStore::open(url).await;
+        assert!(
+            matches!(result, Err(Error::Config(_))),
+            "{url:?}: {result:?}"
+        );
+    }
+    let result = SqliteStore::open("postgres://localhost/segl").await;
+    assert!(matches!(result, Err(Error::Config(_))), "{result:?}");
+    let result = PgStore::open("postgres://localhost:notaport/segl").await;
+    assert!(matches!(result, Err(Error::Config(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn postgres_closed_port_is_unavailable_quickly() {
+    let started = Instant::now();
+    let result = segl_store::open("postgres://segl:hunter2@127.0.0.1:1/segl").await;
+    let elapsed = started.elapsed();
+    match result {
+        Err(Error::Unavailable(message)) => assert!(!message.contains("hunter2"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+}
+
+#[tokio::test]
+async fn sqlite_missing_directory_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("no/such/dir/segl.db").display()
+    );
+    let result = SqliteStore::open(&url).await;
+    assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn sqlite_url_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forms.db");
+    let a = segl_store::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    a.migrate().await.unwrap();
+    assert!(a.insert_jti(JtiKind::DpopProof, b"k", 1).await.unwrap());
+    // `sqlite:PATH` names the same file.
+    let b = segl_store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    b.migrate().await.unwrap();
+    assert!(!b.insert_jti(JtiKind::DpopProof, b"k", 1).await.unwrap());
+    assert!(path.exists());
+    // The file is in WAL mode, with durable commits.
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_memory_database_survives_and_is_private() {
+    let a = segl_store::open("sqlite::memory:").await.unwrap();
+    let b = segl_store::open("sqlite::memory:").await.unwrap();
+    a.migrate().await.unwrap();
+    b.migrate().await.unwrap();
+    assert!(a.insert_jti(JtiKind::DpopProof, b"k", 1).await.unwrap());
+    // Concurrent callers share the one connection.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.insert_jti(JtiKind::DpopProof, b"m", 1).await.unwrap() })
+        })
+        .collect();
+    let mut fresh = 0;
+    for task in tasks {
+        fresh += usize::from(task.await.unwrap());
+    }
+    assert_eq!(fresh, 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!a.insert_jti(JtiKind::DpopProof, b"k", 1).await.unwrap());
+    assert!(b.insert_jti(JtiKind::DpopProof, b"k", 1).await.unwrap());
+    a.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_unknown_database_is_config() {
+    let Ok(base) = std::env::var(PG_ENV) else {
+        println!("SKIPPED postgres_unknown_database_is_config: set {PG_ENV}");
+        return;
+    };
+    let url = with_database(&base, &format!("segl_missing_{}", random_hex()));
+    let result = PgStore::open(&url).await;
+    assert!(matches!(result, Err(Error::Config(_))), "{result:?}");
+}
