@@ -96,6 +96,13 @@ enum TokenCommand {
         /// The API (RFC 8707 resource indicator).
         #[arg(long)]
         resource: Option<String>,
+        /// Ask for a DPoP-bound token, proving possession of a fresh ES256 key (or of the
+        /// private JWK in --dpop-key). The proof key's thumbprint is printed on stderr.
+        #[arg(long)]
+        dpop: bool,
+        /// The DPoP key (private JWK); implies --dpop.
+        #[arg(long)]
+        dpop_key: Option<PathBuf>,
     },
     /// Decode a JWT and explain its claims; with --issuer, verify it against that issuer.
     Inspect {
@@ -153,28 +160,51 @@ async fn run(cli: Cli) -> Result<()> {
             activate_in,
         }) => keys_rotate(config, activate_in).await,
         Command::Keys(KeysCommand::Generate { alg, out }) => keys_generate(&alg, &out),
-        Command::Token(TokenCommand::Get {
-            issuer,
-            client_id,
-            key,
-            alg,
-            scope,
-            resource,
-        }) => {
-            let alg = alg.map(|a| a.parse::<Alg>()).transpose().context("--alg")?;
-            let key = segl_client::load_key(&key, alg)?;
-            let http = reqwest::Client::new();
-            let issuer = segl_client::Issuer::discover(http, &issuer).await?;
-            let response = issuer
-                .client_credentials(&client_id, &key, scope.as_deref(), resource.as_deref())
-                .await?;
-            println!("{}", serde_json::to_string_pretty(&response)?);
-            Ok(())
-        }
+        Command::Token(get @ TokenCommand::Get { .. }) => token_get(get).await,
         Command::Token(TokenCommand::Inspect { jwt, issuer }) => {
             inspect(&jwt, issuer.as_deref()).await
         }
     }
+}
+
+async fn token_get(command: TokenCommand) -> Result<()> {
+    let TokenCommand::Get {
+        issuer,
+        client_id,
+        key,
+        alg,
+        scope,
+        resource,
+        dpop,
+        dpop_key,
+    } = command
+    else {
+        bail!("not a token get command");
+    };
+    let alg = alg.map(|a| a.parse::<Alg>()).transpose().context("--alg")?;
+    let key = segl_client::load_key(&key, alg)?;
+    let dpop = match (dpop, dpop_key) {
+        (_, Some(path)) => Some(segl_client::DpopKey::new(segl_client::load_key(
+            &path, None,
+        )?)),
+        (true, None) => Some(segl_client::DpopKey::generate(Alg::ES256)?),
+        (false, None) => None,
+    };
+    if let Some(d) = &dpop {
+        eprintln!("DPoP key thumbprint (cnf.jkt): {}", d.jkt()?);
+    }
+    let issuer = segl_client::Issuer::discover(reqwest::Client::new(), &issuer).await?;
+    let response = issuer
+        .client_credentials(
+            &client_id,
+            &key,
+            scope.as_deref(),
+            resource.as_deref(),
+            dpop.as_ref(),
+        )
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
 }
 
 fn env_pairs() -> Vec<(String, String)> {

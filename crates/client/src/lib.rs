@@ -112,6 +112,107 @@ pub fn client_assertion(
     )?)
 }
 
+/// A DPoP key (RFC 9449) with the server nonces it has been given, per origin.
+#[derive(Debug)]
+pub struct DpopKey {
+    key: SigningKey,
+    nonces: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+impl DpopKey {
+    /// A new ephemeral key (ES256 is the usual choice).
+    pub fn generate(alg: Alg) -> Result<DpopKey, Error> {
+        Ok(DpopKey::new(SigningKey::generate(alg)?))
+    }
+
+    /// Wraps an existing key.
+    pub fn new(key: SigningKey) -> DpopKey {
+        DpopKey {
+            key,
+            nonces: Default::default(),
+        }
+    }
+
+    /// The RFC 7638 thumbprint: the `cnf.jkt` of tokens bound to this key.
+    pub fn jkt(&self) -> Result<String, Error> {
+        Ok(self.key.public_jwk().thumbprint()?)
+    }
+
+    fn origin(url: &str) -> String {
+        url::Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default()
+    }
+
+    /// A proof for `method url`, with the nonce last received from that origin and, for API
+    /// calls, the access token's hash (`ath`).
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        access_token: Option<&str>,
+    ) -> Result<String, Error> {
+        let nonce = self
+            .nonces
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&DpopKey::origin(url)).cloned());
+        Ok(segl_jose::dpop::create_proof(
+            &self.key,
+            method,
+            url,
+            unix_now(),
+            nonce.as_deref(),
+            access_token,
+        )?)
+    }
+
+    /// Remembers the `DPoP-Nonce` a response from `url`'s origin carried.
+    pub fn remember_nonce(&self, url: &str, headers: &reqwest::header::HeaderMap) {
+        let nonce = headers.get("dpop-nonce").and_then(|v| v.to_str().ok());
+        if let (Some(n), Ok(mut m)) = (nonce, self.nonces.lock()) {
+            m.insert(DpopKey::origin(url), n.to_owned());
+        }
+    }
+}
+
+/// Calls an API with an access token: `Authorization: DPoP` plus a proof (with `ath`) when
+/// `dpop` is given, else `Bearer`; retries once when the API asks for a DPoP nonce.
+pub async fn call_api(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    access_token: &str,
+    dpop: Option<&DpopKey>,
+) -> Result<reqwest::Response, Error> {
+    for attempt in 0..2 {
+        let mut request = http.request(method.clone(), url);
+        request = match dpop {
+            Some(key) => request
+                .header("authorization", format!("DPoP {access_token}"))
+                .header("dpop", key.proof(method.as_str(), url, Some(access_token))?),
+            None => request.header("authorization", format!("Bearer {access_token}")),
+        };
+        let response = request.send().await?;
+        if let Some(key) = dpop {
+            key.remember_nonce(url, response.headers());
+            let wants_nonce = response.status() == reqwest::StatusCode::UNAUTHORIZED
+                && response
+                    .headers()
+                    .get("www-authenticate")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("use_dpop_nonce"));
+            if wants_nonce && attempt == 0 {
+                continue;
+            }
+        }
+        return Ok(response);
+    }
+    Err(Error::Protocol(
+        "the API kept asking for a DPoP nonce".into(),
+    ))
+}
+
 /// A client of one Segl (or HelseID) issuer.
 #[derive(Debug, Clone)]
 pub struct Issuer {
@@ -160,46 +261,73 @@ impl Issuer {
         segl_jose::Jwks::from_json(&bytes).map_err(|e| Error::Protocol(format!("JWKS: {e}")))
     }
 
-    /// `client_credentials` with private_key_jwt; `resource` per RFC 8707.
+    /// `client_credentials` with private_key_jwt; `resource` per RFC 8707. With `dpop`, the
+    /// token is DPoP-bound, and a `use_dpop_nonce` answer is retried once with the nonce.
     pub async fn client_credentials(
         &self,
         client_id: &str,
         key: &SigningKey,
         scope: Option<&str>,
         resource: Option<&str>,
+        dpop: Option<&DpopKey>,
     ) -> Result<TokenResponse, Error> {
-        let assertion = client_assertion(key, client_id, &self.metadata.issuer, unix_now())?;
-        let mut form: Vec<(&str, &str)> = vec![
-            ("grant_type", segl_proto::grant::CLIENT_CREDENTIALS),
-            ("client_id", client_id),
-            ("client_assertion_type", CLIENT_ASSERTION_TYPE_JWT_BEARER),
-            ("client_assertion", &assertion),
-        ];
+        let mut params: Vec<(&str, &str)> =
+            vec![("grant_type", segl_proto::grant::CLIENT_CREDENTIALS)];
         if let Some(s) = scope {
-            form.push(("scope", s));
+            params.push(("scope", s));
         }
         if let Some(r) = resource {
-            form.push(("resource", r));
+            params.push(("resource", r));
         }
-        let response = self
-            .http
-            .post(&self.metadata.token_endpoint)
-            .form(&form)
-            .send()
-            .await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        if !status.is_success() {
+        self.token_request(client_id, key, &params, dpop).await
+    }
+
+    /// Any token request: adds client authentication and, with `dpop`, the proof and the
+    /// nonce dance (RFC 9449 §8).
+    pub async fn token_request(
+        &self,
+        client_id: &str,
+        key: &SigningKey,
+        params: &[(&str, &str)],
+        dpop: Option<&DpopKey>,
+    ) -> Result<TokenResponse, Error> {
+        let url = &self.metadata.token_endpoint;
+        for attempt in 0..2 {
+            let assertion = client_assertion(key, client_id, &self.metadata.issuer, unix_now())?;
+            let mut form: Vec<(&str, &str)> = params.to_vec();
+            form.push(("client_id", client_id));
+            form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE_JWT_BEARER));
+            form.push(("client_assertion", &assertion));
+            let mut request = self.http.post(url).form(&form);
+            if let Some(d) = dpop {
+                request = request.header("dpop", d.proof("POST", url, None)?);
+            }
+            let response = request.send().await?;
+            if let Some(d) = dpop {
+                d.remember_nonce(url, response.headers());
+            }
+            let status = response.status();
+            let bytes = response.bytes().await?;
+            if status.is_success() {
+                return serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Protocol(format!("token response: {e}")));
+            }
             let error: ErrorResponse = serde_json::from_slice(&bytes).map_err(|_| {
                 Error::Protocol(format!(
                     "token endpoint answered {status} without an OAuth error body"
                 ))
             })?;
+            if error.error == segl_proto::ErrorCode::UseDpopNonce && dpop.is_some() && attempt == 0
+            {
+                continue;
+            }
             return Err(Error::OAuth {
                 status: status.as_u16(),
                 error,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("token response: {e}")))
+        Err(Error::Protocol(
+            "the token endpoint kept asking for a DPoP nonce".into(),
+        ))
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::client_auth::AuthenticatedClient;
 use crate::{Api, OAuthError, Policy, Profile, Registry, Tenancy, UnixTime};
+use segl_jose::dpop::VerifiedDpop;
 use segl_proto::{ErrorCode, claims as c, grant};
 use serde::Serialize;
 use serde_json::Value;
@@ -87,6 +88,41 @@ pub struct AccessTokenClaims {
     /// `helseid://claims/client/client_tenancy`.
     #[serde(rename = "helseid://claims/client/client_tenancy")]
     pub client_tenancy: &'static str,
+    /// Confirmation (RFC 9449 §6): the DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a DPoP-bound token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Confirmation {
+    /// RFC 7638 thumbprint of the proof key.
+    pub jkt: String,
+}
+
+impl AccessTokenClaims {
+    /// `DPoP` for a bound token, else `Bearer` (RFC 9449 §5).
+    pub fn token_type(&self) -> &'static str {
+        if self.cnf.is_some() { "DPoP" } else { "Bearer" }
+    }
+}
+
+/// Sender-constraint policy (RFC 9449 §5, §5.2): a client registered for DPoP-bound tokens must
+/// prove possession; otherwise a proof, when sent, binds the token.
+pub fn binding(
+    client: &AuthenticatedClient,
+    dpop: Option<&VerifiedDpop>,
+) -> Result<Option<Confirmation>, OAuthError> {
+    match dpop {
+        Some(proof) => Ok(Some(Confirmation {
+            jkt: proof.jkt().to_owned(),
+        })),
+        None if client.client().require_dpop => Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "this client must send a DPoP proof (require_dpop): tokens for it are DPoP-bound",
+        )),
+        None => Ok(None),
+    }
 }
 
 impl AccessTokenClaims {
@@ -112,7 +148,9 @@ pub fn client_credentials(
     policy: &Policy,
     now: UnixTime,
     jti: String,
+    dpop: Option<&VerifiedDpop>,
 ) -> Result<AccessTokenClaims, OAuthError> {
+    let cnf = binding(client, dpop)?;
     let client = client.client();
     if !client.has_grant(grant::CLIENT_CREDENTIALS) {
         return Err(OAuthError::new(
@@ -172,6 +210,7 @@ pub fn client_credentials(
         orgnr_parent: client.organization.clone(),
         orgnr_supplier: supplier,
         client_tenancy: tenancy,
+        cnf,
     })
 }
 

@@ -90,6 +90,16 @@ impl Jwk {
         }
     }
 
+    /// The public key members only (no `kid`, `alg`, `use`), as a DPoP proof's `jwk` header.
+    pub fn to_public_without_meta(&self) -> Jwk {
+        Jwk {
+            kid: None,
+            alg: None,
+            use_: None,
+            ..self.to_public()
+        }
+    }
+
     /// Whether this key can serve `alg`: `kty`/`crv` fit, and a declared `alg` equals it.
     pub fn fits(&self, alg: Alg) -> bool {
         if self

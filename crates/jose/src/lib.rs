@@ -11,6 +11,7 @@
 
 mod alg;
 mod b64;
+pub mod dpop;
 mod error;
 mod json;
 mod jwk;

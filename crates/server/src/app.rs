@@ -32,6 +32,8 @@ pub struct Inner {
     pub clock: Arc<dyn Clock>,
     /// The discovery document, serialized once.
     pub discovery_json: Vec<u8>,
+    /// DPoP server nonces.
+    pub nonces: crate::dpop::Nonces,
 }
 
 impl std::ops::Deref for App {
@@ -140,6 +142,7 @@ impl App {
             access_token_lifetime: settings.tokens.access_token_lifetime,
         };
         let discovery_json = discovery::document(&settings, &routes());
+        let nonces = nonce_key(store.as_ref(), &settings).await?;
         let app = App(Arc::new(Inner {
             settings,
             policy,
@@ -147,6 +150,7 @@ impl App {
             keys,
             clock,
             discovery_json,
+            nonces,
         }));
         Ok((app, kek_created))
     }
@@ -189,6 +193,26 @@ impl App {
             }
         })
     }
+}
+
+/// The DPoP nonce key, shared by every process through the store.
+async fn nonce_key(
+    store: &dyn Store,
+    settings: &Settings,
+) -> Result<crate::dpop::Nonces, StartError> {
+    let mut candidate = [0u8; 32];
+    segl_jose::random_bytes(&mut candidate).map_err(KeyError::from)?;
+    let key = store
+        .secret_or_insert("dpop-nonce-hmac", &candidate)
+        .await
+        .map_err(|source| StartError::Store {
+            url: segl_store::redact_url(&settings.database),
+            source,
+        })?;
+    Ok(crate::dpop::Nonces::new(
+        &key,
+        crate::dpop::NonceMode::parse(&settings.dpop_nonce),
+    ))
 }
 
 /// Opens and migrates the store named by `url`.

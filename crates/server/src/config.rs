@@ -284,6 +284,8 @@ pub struct Settings {
     pub registry: Registry,
     /// Whether the test IdP is on.
     pub test_idp: bool,
+    /// `[dpop] nonce`: `required`, `optional` or `off`.
+    pub dpop_nonce: String,
     /// Keys the file sets that this version parses but does not act on yet.
     pub inert: Vec<String>,
 }
@@ -539,6 +541,7 @@ fn validate(
         kek,
         registry,
         test_idp: file.test_idp.enabled,
+        dpop_nonce: file.dpop.nonce.clone(),
         inert,
     })
 }

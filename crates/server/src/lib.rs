@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 mod discovery;
+pub mod dpop;
 pub mod error;
 mod health;
 pub mod keys;

@@ -2,12 +2,15 @@
 //! sign the access token.
 
 use crate::App;
+use crate::dpop::{self, NonceMode};
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use segl_core::client_auth::{self, AuthenticatedClient, ClientAuthParams, Endpoint};
+use segl_core::client_auth::{
+    self, AuthenticatedClient, ClientAuthParams, Endpoint, VerifiedAssertion,
+};
 use segl_core::form::Form;
 use segl_core::grant::{self, TokenRequest};
 use segl_core::{OAuthError, UnixTime};
@@ -19,10 +22,17 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// The handler.
 pub(crate) async fn token(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&app, &headers, body).await {
+    let mut response = match handle(&app, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    // RFC 9449 §8: the current nonce rides on every answer, success or error.
+    if app.nonces.mode() != NonceMode::Off
+        && let Ok(v) = HeaderValue::from_str(&app.nonces.current(app.clock.now()))
+    {
+        response.headers_mut().insert("dpop-nonce", v);
     }
+    response
 }
 
 async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -30,7 +40,12 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     let auth = take_client_auth(&mut form, headers);
     let request = TokenRequest::from_form(&mut form)?;
     let now = app.clock.now();
-    let client = authenticate(app, &auth, Endpoint::Token, now).await?;
+    // Stateless checks first (assertion, then proof and its nonce), so that a use_dpop_nonce
+    // answer consumes nothing and the client can retry with the same assertion.
+    let assertion = verify_assertion(app, &auth, Endpoint::Token, now)?;
+    let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
+    let client = record_assertion(app, assertion).await?;
+    let dpop = dpop::record(app, proof).await?;
     let claims = match &request {
         TokenRequest::ClientCredentials(r) => grant::client_credentials(
             &client,
@@ -39,6 +54,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
             &app.policy,
             now,
             new_id()?,
+            dpop.as_ref(),
         )?,
     };
     let ring = app.keys.current();
@@ -46,7 +62,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     tracing::info!(client_id = %claims.client_id, aud = %claims.aud, jti = %claims.jti, "access token issued");
     Ok(token_response(&TokenResponse {
         access_token,
-        token_type: "Bearer".into(),
+        token_type: claims.token_type().into(),
         expires_in: (claims.exp - claims.iat).max(0) as u64,
         scope: Some(claims.scope_string()),
         refresh_token: None,
@@ -89,16 +105,23 @@ pub(crate) fn take_client_auth(form: &mut Form, headers: &HeaderMap) -> ClientAu
     }
 }
 
-/// private_key_jwt: verify the assertion, then record its `jti` (the unique insert is the
-/// replay check, shared by every process on the store).
-pub(crate) async fn authenticate(
+/// private_key_jwt, stateless part: the assertion's header, key, signature and claims.
+pub(crate) fn verify_assertion(
     app: &App,
     params: &ClientAuthParams,
     endpoint: Endpoint,
     now: UnixTime,
+) -> Result<VerifiedAssertion, ApiError> {
+    Ok(client_auth::verify_assertion(params, &app.settings.registry, &app.policy, endpoint, now)
+        .inspect_err(|e| tracing::info!(client_id = ?params.client_id, error = %e, "client authentication failed"))?)
+}
+
+/// private_key_jwt, stateful part: record the `jti` (the unique insert is the replay check,
+/// shared by every process on the store).
+pub(crate) async fn record_assertion(
+    app: &App,
+    verified: VerifiedAssertion,
 ) -> Result<AuthenticatedClient, ApiError> {
-    let verified = client_auth::verify_assertion(params, &app.settings.registry, &app.policy, endpoint, now)
-        .inspect_err(|e| tracing::info!(client_id = ?params.client_id, error = %e, "client authentication failed"))?;
     let fresh = app
         .store
         .insert_jti(

@@ -117,6 +117,7 @@ impl Fixture {
             ("rsa-client", Alg::RS256),
             ("multi-api", Alg::ES256),
             ("no-cc", Alg::ES256),
+            ("dpop-client", Alg::PS256),
         ] {
             let key = SigningKey::generate(alg).unwrap();
             let jwks = json!({"keys": [key.public_jwk()]});
@@ -198,6 +199,14 @@ jwks_file = "multi-api.jwks.json"
 require_dpop = false
 
 [[client]]
+client_id = "dpop-client"
+name = "DPoP client"
+organization = "999977774"
+grant_types = ["client_credentials"]
+scopes = ["nhn:reseptformidleren/rf"]
+jwks_file = "dpop-client.jwks.json"
+
+[[client]]
 client_id = "no-cc"
 name = "No client credentials"
 organization = "999977774"
@@ -242,14 +251,16 @@ require_dpop = false
             .current_dir(self.dir.path())
             .env_remove("SEGL_KEY_ENCRYPTION_KEY")
             .env("SEGL_LOG", "warn")
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap();
-        let server = Server {
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take();
+        let mut server = Server {
             child: Some(child),
+            stderr,
             base: format!("http://127.0.0.1:{port}"),
             issuer: self.issuer.clone(),
         };
@@ -345,12 +356,13 @@ impl Drop for Fixture {
 /// A running `segl serve` process; killed on drop.
 pub struct Server {
     child: Option<Child>,
+    stderr: Option<std::process::ChildStderr>,
     pub base: String,
     pub issuer: String,
 }
 
 impl Server {
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -358,8 +370,19 @@ impl Server {
             if ready.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
-            if Instant::now() > deadline {
-                panic!("segl did not become ready at {}", self.base);
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some();
+            if exited || Instant::now() > deadline {
+                self.kill();
+                let mut err = String::new();
+                if let Some(mut stderr) = self.stderr.take() {
+                    use std::io::Read as _;
+                    let _ = stderr.read_to_string(&mut err);
+                }
+                panic!("segl did not become ready at {}:\n{err}", self.base);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -375,28 +398,48 @@ impl Server {
 
     /// POSTs a form to the token endpoint; returns status, headers and JSON body.
     pub async fn token(&self, form: &[(String, String)]) -> Response {
+        self.token_with(form, &[]).await
+    }
+
+    /// POSTs a form to the token endpoint with extra headers (e.g. `DPoP`).
+    pub async fn token_with(
+        &self,
+        form: &[(String, String)],
+        headers: &[(&str, &str)],
+    ) -> Response {
         let body = form
             .iter()
             .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        self.post_raw(
+        self.post_with(
             "/connect/token",
             "application/x-www-form-urlencoded",
             body.into_bytes(),
+            headers,
         )
         .await
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> Response {
-        let r = reqwest::Client::new()
+        self.post_with(path, content_type, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let mut request = reqwest::Client::new()
             .post(format!("{}{path}", self.base))
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        Response::read(r).await
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Response::read(request.send().await.unwrap()).await
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -480,6 +523,32 @@ pub fn new_jti() -> String {
     let mut b = [0u8; 16];
     segl_jose::random_bytes(&mut b).unwrap();
     b64_encode(b)
+}
+
+/// A DPoP proof for `POST {issuer}/connect/token` by `key`, with `patch` applied to the
+/// standard claims and `header_patch` to the standard header (`null` removes).
+pub fn dpop_proof(
+    key: &SigningKey,
+    url: &str,
+    nonce: Option<&str>,
+    patch: Value,
+    header_patch: Value,
+) -> String {
+    let mut header = json!({"typ": "dpop+jwt", "alg": key.alg().name(), "jwk": key.public_jwk().to_public_without_meta()});
+    let mut claims = json!({"jti": new_jti(), "htm": "POST", "htu": url, "iat": now()});
+    if let Some(n) = nonce {
+        claims["nonce"] = json!(n);
+    }
+    for (target, patch) in [(&mut header, header_patch), (&mut claims, patch)] {
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                target.as_object_mut().unwrap().remove(k);
+            } else {
+                target[k] = v.clone();
+            }
+        }
+    }
+    custom_jws(&header, &claims, |i| key.sign(i).unwrap())
 }
 
 /// A compact JWS with an arbitrary header, signed by `sign` over the signing input.

@@ -13,5 +13,6 @@ mod harness;
 mod client_credentials;
 mod config_errors;
 mod discovery;
+mod dpop;
 mod interop;
 mod keys;
