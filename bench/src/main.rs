@@ -1,0 +1,843 @@
+//! `segl-load`: a closed-loop HTTP load generator for Segl's token endpoint
+//! (`POST {issuer}/connect/token`, `grant_type=client_credentials`, `private_key_jwt`).
+//!
+//! # What it measures
+//!
+//! `--concurrency N` tasks each loop: take the next pre-signed client assertion, POST it, check
+//! for status 200 and an `access_token` in the JSON body, record the latency (send to last body
+//! byte). A new request starts only when the task's previous one has finished (closed loop), so
+//! the offered load adapts to the server. One probe request is sent first, alone: if it does not
+//! get a token, the tool stops there and prints the server's answer. A warm-up (`--warmup`, not
+//! counted) opens the connections and warms the server. The timed phase then stops at
+//! `--requests` requests or after `--duration` seconds, whichever comes first; in-flight
+//! requests are allowed to finish (each request has a 5 s timeout), and the elapsed time runs
+//! until the last one has.
+//!
+//! The exit status is 0 when the timed phase got at least one token (errors are reported, not
+//! fatal), and non-zero otherwise or when the probe fails.
+//!
+//! Reported: requests done, errors by kind (HTTP status, `transport`, `no_access_token`),
+//! tokens/s (successful responses per second of the timed phase), latency p50/p90/p99/max in
+//! milliseconds (nearest rank, successful requests only), this process's CPU use, and, with
+//! `--server-pid PID`, the server's CPU time during the timed phase (utime + stime of
+//! `/proc/PID/stat`, all threads) and that time divided by the tokens issued (µs/token).
+//! `/proc` counts CPU time in clock ticks; the tick rate is `sysconf(_SC_CLK_TCK)` (through
+//! `rustix`, which takes it from the kernel's auxiliary vector; 100 on Linux). At 100 Hz a
+//! reading is exact to 10 ms, so keep runs long enough that this does not matter: at 10 s of
+//! runtime the error is at most 0.1% of a core.
+//!
+//! # Assertions
+//!
+//! Each client assertion's `jti` may be used once, and an assertion lives at most 60 s. All
+//! `1 + --warmup + --requests` assertions are therefore signed before the clock starts (on all
+//! cores), with `iat = nbf = now` and `exp = now + 60`, and a run whose timed phase could end
+//! after the assertions expire is refused: `--duration` is at most 40 s, and the run is
+//! aborted before the timed phase if pre-signing and warm-up left too little time. The request
+//! bodies are encoded ahead of time too, so the measuring loop does only HTTP.
+//!
+//! # Where it is run
+//!
+//! The runtime has a single thread (a current-thread tokio runtime), so the generator occupies
+//! at most one core. With `--pin-cpu N` the process pins itself to CPU `N` once pre-signing
+//! (which uses every core) is done; `bench/run.sh` pins it to a core other than the server's.
+//! HTTP/1.1 with keep-alive: one pooled connection per task. Proxies from the environment are
+//! ignored and redirects are not followed.
+//!
+//! # What it refuses
+//!
+//! Any `--issuer` whose host is not a loopback address (`127.0.0.0/8`, `[::1]`, or `localhost`
+//! resolving only to loopback addresses): this tool loads servers on this machine only. Also
+//! refused: a concurrency outside 1..=1024, more than 1 000 000 requests, a duration outside
+//! (0, 40] seconds.
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Lifetime of a client assertion (`exp - iat`), seconds. The server accepts at most 60.
+const ASSERTION_LIFETIME: u64 = 60;
+/// The longest accepted `--duration`, seconds.
+const MAX_DURATION: f64 = 40.0;
+/// Per-request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Margin kept between the end of the timed phase and the assertions' expiry, seconds.
+const EXPIRY_MARGIN: u64 = 3;
+
+/// Command-line arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "segl-load",
+    version,
+    about = "Closed-loop load generator for Segl's client_credentials token endpoint (loopback only)"
+)]
+struct Args {
+    /// The server's issuer URL; the assertion's `aud`. Must be a loopback address.
+    #[arg(long)]
+    issuer: String,
+    /// The client's `client_id`.
+    #[arg(long)]
+    client_id: String,
+    /// The client's private JWK file (e.g. from `segl keys generate`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The `scope` to request (omitted from the request if not given).
+    #[arg(long)]
+    scope: Option<String>,
+    /// Concurrent requests (tasks, each with its own keep-alive connection).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Most requests in the timed phase.
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Most seconds in the timed phase (at most 40).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up requests before the timed phase (not counted).
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// The server's process id: report its CPU time during the timed phase.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// After pre-signing (on all cores), pin this process to this CPU for the measured run.
+    #[arg(long)]
+    pin_cpu: Option<usize>,
+    /// Print one JSON object line instead of the human-readable block.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    ensure!(
+        (1..=1024).contains(&args.concurrency),
+        "--concurrency must be 1..=1024"
+    );
+    ensure!(
+        (1..=1_000_000).contains(&args.requests),
+        "--requests must be 1..=1000000"
+    );
+    ensure!(
+        args.duration > 0.0 && args.duration <= MAX_DURATION,
+        "--duration must be in (0, {MAX_DURATION}] seconds: each assertion is valid for {ASSERTION_LIFETIME} s and all are signed before the run"
+    );
+    ensure!(args.warmup <= 100_000, "--warmup must be at most 100000");
+    let issuer = args.issuer.trim_end_matches('/').to_owned();
+    let url = reqwest::Url::parse(&format!("{issuer}{}", segl_proto::paths::TOKEN))
+        .with_context(|| format!("--issuer {}: not a URL", args.issuer))?;
+    require_loopback(&url)?;
+
+    let clk_tck = clock_ticks_per_second();
+    if let Some(pid) = args.server_pid {
+        cpu_ticks(&format!("/proc/{pid}/stat"))
+            .with_context(|| format!("--server-pid {pid}: cannot read its CPU time"))?;
+    }
+
+    let jwk_text =
+        std::fs::read(&args.key).with_context(|| format!("cannot read {}", args.key.display()))?;
+    let jwk = segl_jose::Jwk::from_json(&jwk_text)
+        .with_context(|| format!("{}: not a JWK", args.key.display()))?;
+    let key = segl_jose::SigningKey::from_private_jwk(&jwk, None)
+        .with_context(|| format!("{}: not a usable private key", args.key.display()))?;
+
+    // Pre-sign every assertion (warm-up first), before any timing.
+    let total = args.warmup.saturating_add(args.requests).saturating_add(1);
+    let presign_started = std::time::Instant::now();
+    let iat = unix_now()?;
+    let template = BodyTemplate {
+        client_id: &args.client_id,
+        aud: &args.issuer,
+        scope: args.scope.as_deref(),
+        iat,
+    };
+    let (mut bodies, threads) = presign(&key, &template, total)?;
+    let presign_secs = presign_started.elapsed().as_secs_f64();
+    let timed_bodies = bodies.split_off((args.warmup + 1).min(bodies.len()));
+    let mut warmup_bodies = bodies;
+    let probe = warmup_bodies
+        .pop()
+        .ok_or_else(|| anyhow!("nothing was signed"))?;
+    let expires = iat + ASSERTION_LIFETIME;
+    if let Some(cpu) = args.pin_cpu {
+        pin_to_cpu(cpu)?;
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let run = Run {
+        url,
+        concurrency: args.concurrency,
+        duration: Duration::from_secs_f64(args.duration),
+        clk_tck,
+        server_pid: args.server_pid,
+    };
+    let report = runtime.block_on(run.execute(probe, warmup_bodies, timed_bodies, expires))?;
+    let report = Report {
+        presign_secs,
+        presign_threads: threads,
+        ..report
+    };
+    if args.json {
+        println!("{}", report.to_json(&args, clk_tck));
+    } else {
+        print!("{}", report.human(&args, clk_tck));
+    }
+    ensure!(report.ok > 0, "no request of the timed phase got a token");
+    Ok(())
+}
+
+/// Refuses a URL whose host is not a loopback address.
+fn require_loopback(url: &reqwest::Url) -> Result<()> {
+    ensure!(
+        matches!(url.scheme(), "http" | "https"),
+        "--issuer must be http:// or https://"
+    );
+    let host = url
+        .host_str()
+        .ok_or_else(|| anyhow!("--issuer has no host"))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        ensure!(
+            ip.is_loopback(),
+            "--issuer host {host} is not a loopback address: segl-load only loads servers on this machine"
+        );
+        return Ok(());
+    }
+    ensure!(
+        bare.eq_ignore_ascii_case("localhost"),
+        "--issuer host {host} is not a loopback address (use 127.0.0.1, [::1] or localhost): segl-load only loads servers on this machine"
+    );
+    let port = url.port_or_known_default().unwrap_or(80);
+    let addrs: Vec<_> = (bare, port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    ensure!(
+        !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()),
+        "{host} resolves to a non-loopback address ({addrs:?}): refused"
+    );
+    Ok(())
+}
+
+/// The current Unix time in seconds: the one place that reads the wall clock.
+#[allow(clippy::disallowed_methods)]
+fn unix_now() -> Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs())
+}
+
+/// What every request body shares.
+struct BodyTemplate<'a> {
+    client_id: &'a str,
+    aud: &'a str,
+    scope: Option<&'a str>,
+    iat: u64,
+}
+
+impl BodyTemplate<'_> {
+    /// A complete form body with a freshly signed assertion (a new random `jti`).
+    fn body(&self, key: &segl_jose::SigningKey) -> Result<String> {
+        let mut jti = [0u8; 16];
+        segl_jose::random_bytes(&mut jti)?;
+        let claims = serde_json::json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": self.aud,
+            "iat": self.iat,
+            "nbf": self.iat,
+            "exp": self.iat + ASSERTION_LIFETIME,
+            "jti": segl_jose::b64_encode(jti),
+        });
+        let assertion = segl_jose::sign_jwt(key, segl_proto::typ::CLIENT_AUTHENTICATION, &claims)?;
+        let mut form =
+            form_urlencoded::Serializer::new(String::with_capacity(assertion.len() + 256));
+        form.append_pair("grant_type", segl_proto::grant::CLIENT_CREDENTIALS)
+            .append_pair("client_id", self.client_id)
+            .append_pair(
+                "client_assertion_type",
+                segl_proto::CLIENT_ASSERTION_TYPE_JWT_BEARER,
+            )
+            .append_pair("client_assertion", &assertion);
+        if let Some(scope) = self.scope {
+            form.append_pair("scope", scope);
+        }
+        Ok(form.finish())
+    }
+}
+
+/// Signs `count` request bodies on all cores; returns them and the number of threads used.
+fn presign(
+    key: &segl_jose::SigningKey,
+    template: &BodyTemplate<'_>,
+    count: usize,
+) -> Result<(Vec<String>, usize)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, count.max(1));
+    let per_thread = count.div_ceil(threads);
+    let chunks: Vec<Result<Vec<String>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let n = per_thread.min(count.saturating_sub(i * per_thread));
+                s.spawn(move || (0..n).map(|_| template.body(key)).collect())
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a signing thread panicked")))
+            })
+            .collect()
+    });
+    let mut bodies = Vec::with_capacity(count);
+    for chunk in chunks {
+        bodies.extend(chunk.context("cannot sign a client assertion")?);
+    }
+    Ok((bodies, threads))
+}
+
+/// The run's fixed parameters.
+struct Run {
+    url: reqwest::Url,
+    concurrency: usize,
+    duration: Duration,
+    clk_tck: u64,
+    server_pid: Option<u32>,
+}
+
+/// What one phase (warm-up or timed) produced.
+#[derive(Default)]
+struct Outcome {
+    /// Latencies of successful requests, microseconds.
+    latencies_us: Vec<u64>,
+    /// Failed requests by kind.
+    errors: BTreeMap<String, u64>,
+    /// Bodies left unsent (the phase stopped on time).
+    unsent: usize,
+}
+
+impl Outcome {
+    fn merge(&mut self, other: Outcome) {
+        self.latencies_us.extend(other.latencies_us);
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// The results.
+#[derive(Default)]
+struct Report {
+    presign_secs: f64,
+    presign_threads: usize,
+    warmup_done: usize,
+    warmup_errors: u64,
+    elapsed_secs: f64,
+    stopped_by: &'static str,
+    ok: usize,
+    errors: BTreeMap<String, u64>,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    server_cpu_secs: Option<f64>,
+    client_cpu_secs: Option<f64>,
+}
+
+/// A reading of a process's CPU time, in clock ticks.
+fn cpu_ticks(stat_path: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(stat_path)?;
+    // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("{stat_path}: unexpected format"))?;
+    // After ')': field 3 (state) is index 0, so utime (field 14) is 11 and stime (15) is 12.
+    let mut fields = rest.split_whitespace().skip(11);
+    let mut next = || -> Result<u64> {
+        fields
+            .next()
+            .ok_or_else(|| anyhow!("{stat_path}: too few fields"))?
+            .parse::<u64>()
+            .with_context(|| format!("{stat_path}: not a number"))
+    };
+    let utime = next()?;
+    let stime = next()?;
+    Ok(utime + stime)
+}
+
+/// Clock ticks per second for `/proc/*/stat`: `sysconf(_SC_CLK_TCK)`.
+fn clock_ticks_per_second() -> u64 {
+    rustix::param::clock_ticks_per_second().max(1)
+}
+
+/// Pins the calling thread, and so every thread it starts later, to `cpu`. Called when the
+/// process has only its main thread (the signing threads have been joined).
+fn pin_to_cpu(cpu: usize) -> Result<()> {
+    ensure!(
+        cpu < rustix::thread::CpuSet::MAX_CPU,
+        "--pin-cpu {cpu}: no such CPU"
+    );
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set)
+        .with_context(|| format!("--pin-cpu {cpu}: cannot pin to that CPU"))
+}
+
+impl Run {
+    async fn execute(
+        &self,
+        probe: String,
+        warmup: Vec<String>,
+        timed: Vec<String>,
+        expires: u64,
+    ) -> Result<Report> {
+        let client = reqwest::Client::builder()
+            .http1_only()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(self.concurrency)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot build the HTTP client")?;
+        let url = Arc::new(self.url.clone());
+
+        // One probe request first, alone: fail fast on a configuration error.
+        let response = client
+            .post(url.as_ref().clone())
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(probe)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status != reqwest::StatusCode::OK || !text.contains("\"access_token\"") {
+            bail!("POST {url}: the probe request was answered {status}: {text}");
+        }
+
+        let warmup_done = warmup.len();
+        let warmup_deadline = Instant::now() + self.duration;
+        let warm = phase(&client, &url, warmup, self.concurrency, warmup_deadline).await;
+        let warmup_done = warmup_done - warm.unsent;
+
+        // The assertions must stay valid until the timed phase has surely ended.
+        let worst_end =
+            unix_now()? + self.duration.as_secs() + 1 + REQUEST_TIMEOUT.as_secs() + EXPIRY_MARGIN;
+        ensure!(
+            worst_end <= expires,
+            "pre-signing and warm-up took too long: the assertions would expire during the run; lower --requests, --warmup or --duration"
+        );
+
+        let server_stat = self.server_pid.map(|pid| format!("/proc/{pid}/stat"));
+        let server_before = server_stat.as_deref().map(cpu_ticks).transpose()?;
+        let client_before = cpu_ticks("/proc/self/stat").ok();
+        let started = Instant::now();
+        let outcome = phase(
+            &client,
+            &url,
+            timed,
+            self.concurrency,
+            started + self.duration,
+        )
+        .await;
+        let elapsed = started.elapsed();
+        let server_after = server_stat.as_deref().map(cpu_ticks).transpose()?;
+        let client_after = cpu_ticks("/proc/self/stat").ok();
+
+        let tck = self.clk_tck as f64;
+        let cpu = |before: Option<u64>, after: Option<u64>| match (before, after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / tck),
+            _ => None,
+        };
+        let mut latencies = outcome.latencies_us.clone();
+        latencies.sort_unstable();
+        let pct = |p: f64| percentile_ms(&latencies, p);
+        Ok(Report {
+            warmup_done,
+            warmup_errors: warm.error_count(),
+            elapsed_secs: elapsed.as_secs_f64(),
+            stopped_by: if outcome.unsent > 0 {
+                "time limit"
+            } else {
+                "request count"
+            },
+            ok: latencies.len(),
+            errors: outcome.errors,
+            p50_ms: pct(0.50),
+            p90_ms: pct(0.90),
+            p99_ms: pct(0.99),
+            max_ms: latencies.last().map_or(0.0, |&us| us as f64 / 1000.0),
+            server_cpu_secs: cpu(server_before, server_after),
+            client_cpu_secs: cpu(client_before, client_after),
+            ..Report::default()
+        })
+    }
+}
+
+/// Nearest-rank percentile of sorted microsecond latencies, in milliseconds (0 if none).
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    let n = sorted_us.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let rank = ((p * n as f64).ceil() as usize).clamp(1, n);
+    sorted_us
+        .get(rank - 1)
+        .map_or(0.0, |&us| us as f64 / 1000.0)
+}
+
+/// Sends `bodies` with `concurrency` closed-loop tasks until they are used up or `deadline`
+/// has passed (requests in flight then finish, bounded by the request timeout).
+async fn phase(
+    client: &reqwest::Client,
+    url: &Arc<reqwest::Url>,
+    bodies: Vec<String>,
+    concurrency: usize,
+    deadline: Instant,
+) -> Outcome {
+    let queue = Arc::new(Mutex::new(bodies.into_iter()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        tasks.spawn(worker(
+            client.clone(),
+            Arc::clone(url),
+            Arc::clone(&queue),
+            deadline,
+        ));
+    }
+    let mut total = Outcome::default();
+    let hard_stop = deadline + REQUEST_TIMEOUT + Duration::from_secs(1);
+    loop {
+        match tokio::time::timeout_at(hard_stop, tasks.join_next()).await {
+            Ok(Some(Ok(outcome))) => total.merge(outcome),
+            Ok(Some(Err(_))) => *total.errors.entry("task failed".into()).or_default() += 1,
+            Ok(None) => break,
+            Err(_) => {
+                let stuck = tasks.len() as u64;
+                tasks.abort_all();
+                *total.errors.entry("aborted".into()).or_default() += stuck;
+                break;
+            }
+        }
+    }
+    total.unsent = queue.lock().map_or(0, |q| q.len());
+    total
+}
+
+/// One closed-loop task.
+async fn worker(
+    client: reqwest::Client,
+    url: Arc<reqwest::Url>,
+    queue: Arc<Mutex<std::vec::IntoIter<String>>>,
+    deadline: Instant,
+) -> Outcome {
+    let mut out = Outcome::default();
+    loop {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let Some(body) = queue.lock().ok().and_then(|mut q| q.next()) else {
+            break;
+        };
+        let sent = Instant::now();
+        match request(&client, &url, body).await {
+            Ok(()) => {
+                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                out.latencies_us.push(us);
+            }
+            Err(kind) => *out.errors.entry(kind).or_default() += 1,
+        }
+    }
+    out
+}
+
+/// The success body's one field this tool checks.
+#[derive(serde::Deserialize)]
+struct TokenOk {
+    access_token: String,
+}
+
+/// One token request; `Err` names the failure kind.
+async fn request(client: &reqwest::Client, url: &reqwest::Url, body: String) -> Result<(), String> {
+    let response = client
+        .post(url.clone())
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|_| "transport".to_owned())?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|_| "transport".to_owned())?;
+    if status != reqwest::StatusCode::OK {
+        return Err(status.as_u16().to_string());
+    }
+    match serde_json::from_slice::<TokenOk>(&bytes) {
+        Ok(t) if !t.access_token.is_empty() => Ok(()),
+        _ => Err("no_access_token".into()),
+    }
+}
+
+impl Report {
+    fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    fn done(&self) -> u64 {
+        self.ok as u64 + self.error_count()
+    }
+
+    fn tokens_per_sec(&self) -> f64 {
+        if self.elapsed_secs > 0.0 {
+            self.ok as f64 / self.elapsed_secs
+        } else {
+            0.0
+        }
+    }
+
+    fn server_us_per_token(&self) -> Option<f64> {
+        self.server_cpu_secs
+            .filter(|_| self.ok > 0)
+            .map(|s| s * 1e6 / self.ok as f64)
+    }
+
+    fn utilisation(&self, cpu: Option<f64>) -> Option<f64> {
+        cpu.filter(|_| self.elapsed_secs > 0.0)
+            .map(|c| c / self.elapsed_secs)
+    }
+
+    fn errors_text(&self) -> String {
+        if self.errors.is_empty() {
+            return "none".into();
+        }
+        self.errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn human(&self, args: &Args, clk_tck: u64) -> String {
+        let mut s = String::new();
+        let mut line = |label: &str, value: String| {
+            s.push_str(&format!("  {label:<14}{value}\n"));
+        };
+        line(
+            "target",
+            format!(
+                "{}{}  client {}  concurrency {}",
+                args.issuer.trim_end_matches('/'),
+                segl_proto::paths::TOKEN,
+                args.client_id,
+                args.concurrency
+            ),
+        );
+        line(
+            "pre-signed",
+            format!(
+                "{} assertions in {:.2} s ({} threads)",
+                args.warmup + args.requests + 1,
+                self.presign_secs,
+                self.presign_threads
+            ),
+        );
+        line(
+            "warm-up",
+            format!(
+                "{} requests, {} errors",
+                self.warmup_done, self.warmup_errors
+            ),
+        );
+        line(
+            "timed phase",
+            format!("{:.2} s, stopped by {}", self.elapsed_secs, self.stopped_by),
+        );
+        line(
+            "requests",
+            format!(
+                "{} ({} ok, {} errors)",
+                self.done(),
+                self.ok,
+                self.error_count()
+            ),
+        );
+        line("errors", self.errors_text());
+        line(
+            "throughput",
+            format!("{:.1} tokens/s", self.tokens_per_sec()),
+        );
+        line(
+            "latency",
+            format!(
+                "p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
+            ),
+        );
+        match (args.server_pid, self.server_cpu_secs) {
+            (Some(pid), Some(cpu)) => line(
+                "server CPU",
+                format!(
+                    "{:.2} s ({:.0}% of a core), {} µs/token  [pid {pid}, {clk_tck} ticks/s]",
+                    cpu,
+                    self.utilisation(Some(cpu)).unwrap_or(0.0) * 100.0,
+                    self.server_us_per_token()
+                        .map_or("-".into(), |u| format!("{u:.0}")),
+                ),
+            ),
+            _ => line("server CPU", "not measured (no --server-pid)".into()),
+        }
+        if let Some(cpu) = self.client_cpu_secs {
+            line(
+                "client CPU",
+                format!(
+                    "{:.2} s ({:.0}% of a core)",
+                    cpu,
+                    self.utilisation(Some(cpu)).unwrap_or(0.0) * 100.0
+                ),
+            );
+        }
+        s
+    }
+
+    fn to_json(&self, args: &Args, clk_tck: u64) -> serde_json::Value {
+        serde_json::json!({
+            "issuer": args.issuer,
+            "client_id": args.client_id,
+            "concurrency": args.concurrency,
+            "presigned": args.warmup + args.requests + 1,
+            "presign_s": self.presign_secs,
+            "warmup": self.warmup_done,
+            "warmup_errors": self.warmup_errors,
+            "elapsed_s": self.elapsed_secs,
+            "stopped_by": self.stopped_by,
+            "requests": self.done(),
+            "ok": self.ok,
+            "errors": self.error_count(),
+            "errors_by_kind": self.errors,
+            "tokens_per_s": self.tokens_per_sec(),
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "server_pid": args.server_pid,
+            "pin_cpu": args.pin_cpu,
+            "server_cpu_s": self.server_cpu_secs,
+            "server_cpu_util": self.utilisation(self.server_cpu_secs),
+            "server_cpu_us_per_token": self.server_us_per_token(),
+            "client_cpu_s": self.client_cpu_secs,
+            "client_cpu_util": self.utilisation(self.client_cpu_secs),
+            "clk_tck": clk_tck,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> reqwest::Url {
+        reqwest::Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn loopback_only() {
+        for ok in [
+            "http://127.0.0.1:8080/connect/token",
+            "http://127.1.2.3/connect/token",
+            "http://[::1]:9000/connect/token",
+            "https://localhost:8443/connect/token",
+        ] {
+            require_loopback(&url(ok)).unwrap();
+        }
+        for bad in [
+            "http://10.0.0.1/connect/token",
+            "http://example.com/connect/token",
+            "http://[2001:db8::1]/connect/token",
+            "http://0.0.0.0/connect/token",
+            "http://localhost.example.com/connect/token",
+            "ftp://127.0.0.1/connect/token",
+        ] {
+            assert!(require_loopback(&url(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clock_ticks() {
+        assert!(clock_ticks_per_second() >= 1);
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        assert_eq!(percentile_ms(&v, 0.50), 50.0);
+        assert_eq!(percentile_ms(&v, 0.99), 99.0);
+        assert_eq!(percentile_ms(&v, 1.0), 100.0);
+        assert_eq!(percentile_ms(&[], 0.5), 0.0);
+        assert_eq!(percentile_ms(&[7000], 0.01), 7.0);
+    }
+
+    #[test]
+    fn stat_parsing() {
+        let dir = std::env::temp_dir().join(format!("segl-load-test-{}", std::process::id()));
+        std::fs::write(
+            &dir,
+            "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1 2 3\n",
+        )
+        .unwrap();
+        assert_eq!(cpu_ticks(dir.to_str().unwrap()).unwrap(), 325);
+        std::fs::remove_file(&dir).unwrap();
+        assert!(cpu_ticks("/proc/self/stat").is_ok());
+    }
+
+    #[test]
+    fn body_is_a_signed_form() {
+        let key = segl_jose::SigningKey::generate(segl_jose::Alg::ES256).unwrap();
+        let t = BodyTemplate {
+            client_id: "bench",
+            aud: "http://127.0.0.1:1",
+            scope: Some("bench:api/read"),
+            iat: 1000,
+        };
+        let (bodies, _) = presign(&key, &t, 5).unwrap();
+        assert_eq!(bodies.len(), 5);
+        let mut jtis = std::collections::HashSet::new();
+        for b in &bodies {
+            let form: BTreeMap<String, String> =
+                form_urlencoded::parse(b.as_bytes()).into_owned().collect();
+            assert_eq!(form["grant_type"], "client_credentials");
+            assert_eq!(form["scope"], "bench:api/read");
+            let jws = segl_jose::UnverifiedJws::parse(&form["client_assertion"]).unwrap();
+            assert_eq!(
+                jws.unverified_header_str("typ"),
+                Some("client-authentication+jwt")
+            );
+            let c = jws.unverified_claims();
+            assert_eq!(c["exp"], 1060);
+            assert_eq!(c["aud"], "http://127.0.0.1:1");
+            jtis.insert(c["jti"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(jtis.len(), 5);
+    }
+}
