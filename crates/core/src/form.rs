@@ -64,6 +64,11 @@ impl Form {
         Ok(form)
     }
 
+    /// Whether no parameter is left.
+    pub fn is_empty(&self) -> bool {
+        self.single.is_empty() && self.repeated.is_empty()
+    }
+
     /// A single-valued parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.single.get(name).map(String::as_str)
@@ -72,6 +77,20 @@ impl Form {
     /// Removes and returns a single-valued parameter.
     pub fn take(&mut self, name: &str) -> Option<String> {
         self.single.remove(name)
+    }
+
+    /// Sets a single-valued parameter (a request object's value wins over the form's).
+    pub fn set(&mut self, name: &str, value: String) {
+        if REPEATABLE.contains(&name) {
+            self.repeated.insert(name.to_owned(), vec![value]);
+        } else {
+            self.single.insert(name.to_owned(), value);
+        }
+    }
+
+    /// Replaces all values of a repeatable parameter.
+    pub fn set_all(&mut self, name: &str, values: Vec<String>) {
+        self.repeated.insert(name.to_owned(), values);
     }
 
     /// All values of a repeatable parameter.

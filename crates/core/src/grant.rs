@@ -1,11 +1,13 @@
 //! Grants: from an authenticated client and a typed request to the claims of an access token.
 
+use crate::authorize::CodeGrant;
 use crate::client_auth::AuthenticatedClient;
+use crate::registry::Client;
 use crate::{Api, OAuthError, Policy, Profile, Registry, Tenancy, UnixTime};
 use segl_jose::dpop::VerifiedDpop;
 use segl_proto::{ErrorCode, claims as c, grant};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
 /// A `client_credentials` request (RFC 6749 §4.4.2) with resource indicators (RFC 8707).
@@ -22,6 +24,8 @@ pub struct ClientCredentialsRequest {
 pub enum TokenRequest {
     /// `client_credentials`.
     ClientCredentials(ClientCredentialsRequest),
+    /// `authorization_code`.
+    AuthorizationCode(crate::authorize::CodeExchange),
 }
 
 impl TokenRequest {
@@ -38,6 +42,16 @@ impl TokenRequest {
                     resource: form.take_all("resource"),
                 }))
             }
+            grant::AUTHORIZATION_CODE => Ok(TokenRequest::AuthorizationCode(
+                crate::authorize::CodeExchange {
+                    code: form
+                        .take("code")
+                        .ok_or_else(|| OAuthError::invalid_request("code is required"))?,
+                    redirect_uri: form.take("redirect_uri"),
+                    code_verifier: form.take("code_verifier"),
+                    resource: form.take_all("resource"),
+                },
+            )),
             other => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 format!("grant_type {other} is not supported"),
@@ -91,6 +105,9 @@ pub struct AccessTokenClaims {
     /// Confirmation (RFC 9449 §6): the DPoP key the token is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// The person's claims (after a login), by name.
+    #[serde(flatten)]
+    pub identity: Map<String, Value>,
 }
 
 /// The `cnf` claim of a DPoP-bound token.
@@ -187,31 +204,164 @@ pub fn client_credentials(
         registry,
         request.scope.is_some(),
     )?;
-    let scope = match policy.profile {
-        Profile::HelseId => Value::from(scopes.iter().map(|s| Value::from(*s)).collect::<Vec<_>>()),
-        Profile::Fapi2 => Value::from(scopes.join(" ")),
-    };
-    let (tenancy, supplier) = match &client.tenancy {
-        Tenancy::Single => (c::SINGLE_TENANT, None),
-        Tenancy::Multi { supplier } => (c::MULTI_TENANT, Some(supplier.clone())),
-    };
-    Ok(AccessTokenClaims {
-        iss: policy.issuer.clone(),
-        aud: api.audience.clone(),
-        sub: client.client_id.clone(),
-        client_id: client.client_id.clone(),
-        scope,
-        iat: now.secs(),
-        nbf: now.secs(),
-        exp: now.secs() + policy.access_token_lifetime,
+    let base = Issue {
+        policy,
+        now,
         jti,
-        client_amr: c::AMR_PRIVATE_KEY_JWT,
-        client_name: client.name.clone(),
-        orgnr_parent: client.organization.clone(),
-        orgnr_supplier: supplier,
-        client_tenancy: tenancy,
         cnf,
-    })
+    };
+    Ok(base.claims(
+        client,
+        &api.audience,
+        &scopes,
+        client.client_id.clone(),
+        Map::new(),
+    ))
+}
+
+/// What every issued access token shares: the policy, the time, the id and the binding.
+struct Issue<'p> {
+    policy: &'p Policy,
+    now: UnixTime,
+    jti: String,
+    cnf: Option<Confirmation>,
+}
+
+impl Issue<'_> {
+    fn claims(
+        self,
+        client: &Client,
+        aud: &str,
+        scopes: &[&str],
+        sub: String,
+        identity: Map<String, Value>,
+    ) -> AccessTokenClaims {
+        let scope = match self.policy.profile {
+            Profile::HelseId => {
+                Value::from(scopes.iter().map(|s| Value::from(*s)).collect::<Vec<_>>())
+            }
+            Profile::Fapi2 => Value::from(scopes.join(" ")),
+        };
+        let (tenancy, supplier) = match &client.tenancy {
+            Tenancy::Single => (c::SINGLE_TENANT, None),
+            Tenancy::Multi { supplier } => (c::MULTI_TENANT, Some(supplier.clone())),
+        };
+        AccessTokenClaims {
+            iss: self.policy.issuer.clone(),
+            aud: aud.to_owned(),
+            sub,
+            client_id: client.client_id.clone(),
+            scope,
+            iat: self.now.secs(),
+            nbf: self.now.secs(),
+            exp: self.now.secs() + self.policy.access_token_lifetime,
+            jti: self.jti,
+            client_amr: c::AMR_PRIVATE_KEY_JWT,
+            client_name: client.name.clone(),
+            orgnr_parent: client.organization.clone(),
+            orgnr_supplier: supplier,
+            client_tenancy: tenancy,
+            cnf: self.cnf,
+            identity,
+        }
+    }
+}
+
+/// The access token of a code exchange (RFC 6749 §4.1.3): the client's claims enriched with
+/// the person's, each identity claim only when its scope was granted. The audience is the API
+/// of the granted API scopes — the one `resource` names when they span several (it must be one
+/// named at PAR, when PAR named any) — or, with identity scopes only, the issuer itself (for
+/// userinfo).
+#[allow(clippy::too_many_arguments)]
+pub fn code_token(
+    client: &AuthenticatedClient,
+    grant: &CodeGrant,
+    resource: &[String],
+    registry: &Registry,
+    policy: &Policy,
+    now: UnixTime,
+    jti: String,
+    dpop: Option<&VerifiedDpop>,
+) -> Result<AccessTokenClaims, OAuthError> {
+    let cnf = binding(client, dpop)?;
+    if let [one] = resource
+        && !grant.request.resources.is_empty()
+        && !grant.request.resources.contains(one)
+    {
+        return Err(OAuthError::invalid_target(format!(
+            "resource {one} was not named in the authorization request"
+        )));
+    }
+    let api_scopes: Vec<&str> = grant
+        .request
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| registry.api_of_scope(s).is_some())
+        .collect();
+    let default_resource;
+    let resource = match (resource, grant.request.resources.as_slice()) {
+        ([], [first, ..]) => {
+            default_resource = [first.clone()];
+            &default_resource[..]
+        }
+        (r, _) => r,
+    };
+    let (aud, api) = if api_scopes.is_empty() && resource.is_empty() {
+        (policy.issuer.clone(), Vec::new())
+    } else {
+        let (api, narrowed) = select_api(&api_scopes, resource, registry, true)?;
+        (api.audience.clone(), narrowed)
+    };
+    let identity_scopes = grant
+        .request
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| registry.api_of_scope(s).is_none());
+    let scopes: Vec<&str> = identity_scopes.chain(api).collect();
+    let identity = grant.login.access_token_claims(&grant.request.scopes);
+    let base = Issue {
+        policy,
+        now,
+        jti,
+        cnf,
+    };
+    Ok(base.claims(
+        client.client(),
+        &aud,
+        &scopes,
+        grant.login.pseudonym.clone(),
+        identity,
+    ))
+}
+
+/// The claims of an ID token (OIDC Core §2, §3.1.3.6; HELSEID.md §5.2).
+pub fn id_token_claims(
+    grant: &CodeGrant,
+    policy: &Policy,
+    id_token_lifetime: i64,
+    now: UnixTime,
+    at_hash: String,
+) -> Map<String, Value> {
+    let login = &grant.login;
+    let mut claims = Map::new();
+    claims.insert("iss".into(), Value::from(policy.issuer.clone()));
+    claims.insert("sub".into(), Value::from(login.pseudonym.clone()));
+    claims.insert("aud".into(), Value::from(grant.request.client_id.clone()));
+    claims.insert("iat".into(), Value::from(now.secs()));
+    claims.insert("exp".into(), Value::from(now.secs() + id_token_lifetime));
+    claims.insert("auth_time".into(), Value::from(login.auth_time));
+    claims.insert("sid".into(), Value::from(login.sid.clone()));
+    claims.insert("idp".into(), Value::from(login.idp.clone()));
+    claims.insert("amr".into(), Value::from(login.amr.clone()));
+    claims.insert("acr".into(), Value::from(login.acr()));
+    claims.insert("at_hash".into(), Value::from(at_hash));
+    if let Some(nonce) = &grant.request.nonce {
+        claims.insert("nonce".into(), Value::from(nonce.clone()));
+    }
+    claims.extend(login.scoped_claims(&grant.request.scopes));
+    claims
 }
 
 /// One audience per token: the API of the requested scopes, or the one `resource` names

@@ -6,10 +6,12 @@
 //! the request, loads what a decision needs, calls one function here, persists the effects and
 //! renders the answer. `cargo tree -p segl-core` shows no tokio, sqlx, axum or reqwest.
 
+pub mod authorize;
 pub mod client_auth;
 mod error;
 pub mod form;
 pub mod grant;
+pub mod identity;
 pub mod policy;
 pub mod registry;
 mod time;

@@ -45,6 +45,10 @@ pub struct Client {
     pub tenancy: Tenancy,
     /// Whether its tokens must be DPoP-bound.
     pub require_dpop: bool,
+    /// Registered redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Registered post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
     /// Its public keys, parsed for each algorithm they fit.
     keys: Vec<VerifyingKey>,
 }
@@ -99,6 +103,8 @@ impl Client {
             scopes,
             tenancy,
             require_dpop,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
             keys,
         })
     }
@@ -108,6 +114,17 @@ impl Client {
         self.keys
             .iter()
             .filter(move |k| k.alg() == alg && (kid.is_none() || k.kid() == kid))
+    }
+
+    /// The client with its registered redirect URIs.
+    pub fn with_redirects(
+        mut self,
+        redirect_uris: Vec<String>,
+        post_logout: Vec<String>,
+    ) -> Client {
+        self.redirect_uris = redirect_uris;
+        self.post_logout_redirect_uris = post_logout;
+        self
     }
 
     /// Whether the client may use `grant_type`.

@@ -55,9 +55,9 @@ pub enum NoncePolicy<'a> {
     /// Nonces are not used: any `nonce` claim is ignored.
     Off,
     /// A nonce is optional; when present it must pass the predicate.
-    Optional(&'a dyn Fn(&str) -> bool),
+    Optional(&'a (dyn Fn(&str) -> bool + Sync)),
     /// A nonce is required and must pass the predicate.
-    Required(&'a dyn Fn(&str) -> bool),
+    Required(&'a (dyn Fn(&str) -> bool + Sync)),
 }
 
 /// A proof that passed every stateless check; its `jti` is not recorded yet.

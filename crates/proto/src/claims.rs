@@ -27,6 +27,31 @@ pub const NETWORK: &str = "helseid://claims/identity/network";
 /// `helseid://claims/hpr/hpr_number`.
 pub const HPR_NUMBER: &str = "helseid://claims/hpr/hpr_number";
 
+/// `helseid://claims/hpr/hpr_details` (userinfo only).
+pub const HPR_DETAILS: &str = "helseid://claims/hpr/hpr_details";
+
+/// Scope names (HELSEID.md §5.1).
+pub mod scope {
+    /// OpenID Connect.
+    pub const OPENID: &str = "openid";
+    /// Name claims.
+    pub const PROFILE: &str = "profile";
+    /// Refresh tokens.
+    pub const OFFLINE_ACCESS: &str = "offline_access";
+    /// The national identity number.
+    pub const PID: &str = "helseid://scopes/identity/pid";
+    /// Its pseudonym.
+    pub const PID_PSEUDONYM: &str = "helseid://scopes/identity/pid_pseudonym";
+    /// Security level.
+    pub const SECURITY_LEVEL: &str = "helseid://scopes/identity/security_level";
+    /// Assurance level.
+    pub const ASSURANCE_LEVEL: &str = "helseid://scopes/identity/assurance_level";
+    /// Network.
+    pub const NETWORK: &str = "helseid://scopes/identity/network";
+    /// HPR number.
+    pub const HPR_NUMBER: &str = "helseid://scopes/hpr/hpr_number";
+}
+
 /// `client_amr` value for private_key_jwt.
 pub const AMR_PRIVATE_KEY_JWT: &str = "private_key_jwt";
 /// `client_tenancy` for a single-tenant client.

@@ -32,6 +32,14 @@ pub enum ErrorCode {
     InvalidToken,
     /// RFC 6750 §3.1.
     InsufficientScope,
+    /// OIDC Core §3.1.2.6 / RFC 9101 §6.2: the request object is invalid.
+    InvalidRequestObject,
+    /// OIDC Core §3.1.2.6: `prompt=none` and no usable session.
+    LoginRequired,
+    /// RFC 6749 §4.1.2.1: the resource owner or server denied the request.
+    AccessDenied,
+    /// RFC 6749 §4.1.2.1: unsupported `response_type`.
+    UnsupportedResponseType,
 }
 
 impl ErrorCode {
@@ -51,6 +59,10 @@ impl ErrorCode {
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InvalidRequestObject => "invalid_request_object",
+            Self::LoginRequired => "login_required",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
         }
     }
 }

@@ -13,3 +13,13 @@ pub const HEALTH: &str = "/health";
 pub const HEALTH_LIVE: &str = "/health/live";
 /// Readiness: the store answers.
 pub const HEALTH_READY: &str = "/health/ready";
+/// Pushed authorization requests (RFC 9126).
+pub const PAR: &str = "/connect/par";
+/// The authorization endpoint.
+pub const AUTHORIZE: &str = "/connect/authorize";
+/// OpenID Connect userinfo.
+pub const USERINFO: &str = "/connect/userinfo";
+/// RP-initiated logout.
+pub const END_SESSION: &str = "/connect/endsession";
+/// The built-in test identity provider's login form.
+pub const TEST_IDP_LOGIN: &str = "/testidp/login";

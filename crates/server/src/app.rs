@@ -4,7 +4,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::keys::{Kek, KeyError, KeyManager};
-use crate::{discovery, health, token};
+use crate::{authorize, discovery, endsession, health, par, test_idp, token, userinfo};
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 use segl_core::Policy;
@@ -34,6 +34,8 @@ pub struct Inner {
     pub discovery_json: Vec<u8>,
     /// DPoP server nonces.
     pub nonces: crate::dpop::Nonces,
+    /// The key of `pid_pseudonym` (shared by every process through the store).
+    pub pseudonym_key: aws_lc_rs::hmac::Key,
 }
 
 impl std::ops::Deref for App {
@@ -95,6 +97,31 @@ pub(crate) fn routes() -> Vec<Route> {
             handler: post(token::token),
         },
         Route {
+            metadata: Some("pushed_authorization_request_endpoint"),
+            path: paths::PAR,
+            handler: post(par::par),
+        },
+        Route {
+            metadata: Some("authorization_endpoint"),
+            path: paths::AUTHORIZE,
+            handler: get(authorize::authorize),
+        },
+        Route {
+            metadata: Some("userinfo_endpoint"),
+            path: paths::USERINFO,
+            handler: get(userinfo::userinfo).post(userinfo::userinfo),
+        },
+        Route {
+            metadata: Some("end_session_endpoint"),
+            path: paths::END_SESSION,
+            handler: get(endsession::endsession),
+        },
+        Route {
+            metadata: None,
+            path: paths::TEST_IDP_LOGIN,
+            handler: get(test_idp::form).post(test_idp::submit),
+        },
+        Route {
             metadata: None,
             path: paths::HEALTH,
             handler: get(health::ready),
@@ -142,7 +169,14 @@ impl App {
             access_token_lifetime: settings.tokens.access_token_lifetime,
         };
         let discovery_json = discovery::document(&settings, &routes());
-        let nonces = nonce_key(store.as_ref(), &settings).await?;
+        let nonces = crate::dpop::Nonces::new(
+            &shared_secret(store.as_ref(), &settings, "dpop-nonce-hmac").await?,
+            crate::dpop::NonceMode::parse(&settings.dpop_nonce),
+        );
+        let pseudonym_key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &shared_secret(store.as_ref(), &settings, "pid-pseudonym-hmac").await?,
+        );
         let app = App(Arc::new(Inner {
             settings,
             policy,
@@ -151,6 +185,7 @@ impl App {
             clock,
             discovery_json,
             nonces,
+            pseudonym_key,
         }));
         Ok((app, kek_created))
     }
@@ -195,24 +230,21 @@ impl App {
     }
 }
 
-/// The DPoP nonce key, shared by every process through the store.
-async fn nonce_key(
+/// A 32-byte secret shared by every process through the store (HMAC keys).
+async fn shared_secret(
     store: &dyn Store,
     settings: &Settings,
-) -> Result<crate::dpop::Nonces, StartError> {
+    name: &str,
+) -> Result<Vec<u8>, StartError> {
     let mut candidate = [0u8; 32];
     segl_jose::random_bytes(&mut candidate).map_err(KeyError::from)?;
-    let key = store
-        .secret_or_insert("dpop-nonce-hmac", &candidate)
+    store
+        .secret_or_insert(name, &candidate)
         .await
         .map_err(|source| StartError::Store {
             url: segl_store::redact_url(&settings.database),
             source,
-        })?;
-    Ok(crate::dpop::Nonces::new(
-        &key,
-        crate::dpop::NonceMode::parse(&settings.dpop_nonce),
-    ))
+        })
 }
 
 /// Opens and migrates the store named by `url`.

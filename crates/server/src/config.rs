@@ -33,6 +33,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub test_idp: TestIdpConfig,
     #[serde(default)]
+    pub login: LoginConfig,
+    #[serde(default)]
     pub person: Vec<PersonConfig>,
     #[serde(default)]
     pub api: Vec<ApiConfig>,
@@ -118,6 +120,25 @@ pub struct TestIdpConfig {
     /// Whether the built-in test identity provider is on.
     #[serde(default)]
     pub enabled: bool,
+    /// Allows the test IdP with an https issuer (a production-like configuration).
+    #[serde(default)]
+    pub allow_in_production: bool,
+}
+
+/// `[login]`: browser sessions (an extension of the contract).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    /// Seconds a login session (single sign-on) lasts.
+    pub session_lifetime: i64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            session_lifetime: 28800,
+        }
+    }
 }
 
 /// `[[person]]`.
@@ -286,12 +307,16 @@ pub struct Settings {
     pub test_idp: bool,
     /// `[dpop] nonce`: `required`, `optional` or `off`.
     pub dpop_nonce: String,
+    /// The person register (`[[person]]`), by pid.
+    pub persons: std::collections::HashMap<String, segl_core::identity::Person>,
+    /// Seconds a login session lasts.
+    pub session_lifetime: i64,
     /// Keys the file sets that this version parses but does not act on yet.
     pub inert: Vec<String>,
 }
 
 /// Env variables that map to scalar keys: `SEGL_ISSUER`, `SEGL_TOKENS_SIGNING_ALG`, …
-const ENV_KEYS: [(&str, &str); 17] = [
+const ENV_KEYS: [(&str, &str); 19] = [
     ("issuer", ""),
     ("listen", ""),
     ("database", ""),
@@ -309,6 +334,8 @@ const ENV_KEYS: [(&str, &str); 17] = [
     ("refresh_interval", "keys"),
     ("nonce", "dpop"),
     ("enabled", "test_idp"),
+    ("allow_in_production", "test_idp"),
+    ("session_lifetime", "login"),
 ];
 
 /// The development defaults (DESIGN.md: no `--config`).
@@ -514,11 +541,24 @@ fn validate(
     }
     let registry = Registry::new(apis, clients).map_err(|w| err("client/api", w))?;
     check_organizations(&file).map_err(|(k, w)| err(&k, w))?;
+    let persons = build_persons(&file.person).map_err(|(k, w)| err(&k, w))?;
+    if file.test_idp.enabled && issuer.starts_with("https://") && !file.test_idp.allow_in_production
+    {
+        return Err(err(
+            "test_idp.enabled",
+            "the test identity provider logs anyone in without credentials and this looks like production (https issuer): turn it off, or set test_idp.allow_in_production = true for a test environment".into(),
+        ));
+    }
+    if !(60..=7 * 86_400).contains(&file.login.session_lifetime) {
+        return Err(err(
+            "login.session_lifetime",
+            "must be between 60 seconds and 7 days".into(),
+        ));
+    }
     let mut inert = Vec::new();
     for (present, name) in [
         (!file.idp.is_empty(), "[[idp]]"),
         (!file.delegation.is_empty(), "[[delegation]]"),
-        (!file.person.is_empty(), "[[person]]"),
         (
             file.client.iter().any(|c| c.require_dpop != Some(false)),
             "client.require_dpop",
@@ -542,6 +582,8 @@ fn validate(
         registry,
         test_idp: file.test_idp.enabled,
         dpop_nonce: file.dpop.nonce.clone(),
+        persons,
+        session_lifetime: file.login.session_lifetime,
         inert,
     })
 }
@@ -784,6 +826,41 @@ fn build_client(
             w,
         )
     })
+    .map(|client| {
+        client.with_redirects(c.redirect_uris.clone(), c.post_logout_redirect_uris.clone())
+    })
+}
+
+fn build_persons(
+    persons: &[PersonConfig],
+) -> Result<std::collections::HashMap<String, segl_core::identity::Person>, (String, String)> {
+    let mut out = std::collections::HashMap::new();
+    for (i, p) in persons.iter().enumerate() {
+        let key = format!("person[{i}] (pid {:?})", p.pid);
+        if p.pid.len() != 11 || !p.pid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err((
+                format!("{key}.pid"),
+                "must be an eleven-digit national identity number".into(),
+            ));
+        }
+        if p.hpr_number
+            .as_deref()
+            .is_some_and(|h| h.is_empty() || !h.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err((format!("{key}.hpr_number"), "must be digits".into()));
+        }
+        let person = segl_core::identity::Person {
+            pid: p.pid.clone(),
+            given_name: p.given_name.clone(),
+            middle_name: p.middle_name.clone(),
+            family_name: p.family_name.clone(),
+            hpr_number: p.hpr_number.clone(),
+        };
+        if out.insert(p.pid.clone(), person).is_some() {
+            return Err((format!("{key}.pid"), "is registered twice".into()));
+        }
+    }
+    Ok(out)
 }
 
 /// Nine digits (the mod-11 check digit is not enforced: HelseID's test organizations fail it).

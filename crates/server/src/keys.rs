@@ -194,6 +194,8 @@ pub struct Keyring {
     pub jwks_json: Arc<[u8]>,
     /// Kids and states, for diagnostics.
     pub states: Vec<(String, KeyState)>,
+    /// Verifiers for every published key (our own tokens at userinfo and logout).
+    pub verifiers: Vec<segl_jose::VerifyingKey>,
 }
 
 /// Loads, creates, rotates and refreshes the keys of one server process.
@@ -286,6 +288,7 @@ async fn build_ring(
     let stored = store.signing_keys().await?;
     let states = classify(&stored, now, retention);
     let mut published = Vec::new();
+    let mut verifiers = Vec::new();
     let mut signing = None;
     for (key, state) in stored.iter().zip(&states) {
         match state {
@@ -301,6 +304,10 @@ async fn build_ring(
                 kid: key.kid.clone(),
                 what: "public JWK is not JSON".into(),
             })?;
+        let parsed: Result<segl_jose::Jwk, _> = serde_json::from_value(jwk.clone());
+        if let (Ok(parsed), Ok(alg)) = (parsed, key.alg.parse::<Alg>()) {
+            verifiers.push(segl_jose::VerifyingKey::from_jwk(&parsed, alg)?);
+        }
         published.push(jwk);
     }
     let Some(signing) = signing else {
@@ -320,6 +327,7 @@ async fn build_ring(
         signing,
         jwks_json: Arc::from(jwks_json),
         states: stored.iter().map(|k| k.kid.clone()).zip(states).collect(),
+        verifiers,
     })
 }
 

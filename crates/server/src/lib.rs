@@ -6,14 +6,22 @@
 //! `segl-core`; persistence lives in `segl-store`.
 
 pub mod app;
+mod authorize;
 pub mod clock;
 pub mod config;
 pub mod dev;
 mod discovery;
 pub mod dpop;
+mod endsession;
 pub mod error;
 mod health;
 pub mod keys;
+mod own_tokens;
+mod pages;
+mod par;
+pub mod session;
+pub mod test_idp;
 mod token;
+mod userinfo;
 
 pub use app::{App, serve};

@@ -8,25 +8,31 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use segl_core::authorize::{self, CodeGrant};
 use segl_core::client_auth::{
     self, AuthenticatedClient, ClientAuthParams, Endpoint, VerifiedAssertion,
 };
 use segl_core::form::Form;
 use segl_core::grant::{self, TokenRequest};
 use segl_core::{OAuthError, UnixTime};
+use segl_proto::ErrorCode;
 use segl_proto::token::TokenResponse;
-use segl_store::JtiKind;
+use segl_store::{JtiKind, Redemption};
 
 /// The largest request body accepted by form endpoints.
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The handler.
 pub(crate) async fn token(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let mut response = match handle(&app, &headers, body).await {
+    let response = match handle(&app, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
-    // RFC 9449 §8: the current nonce rides on every answer, success or error.
+    nonce_header(&app, response)
+}
+
+/// RFC 9449 §8: the current nonce rides on every answer, success or error.
+pub(crate) fn nonce_header(app: &App, mut response: Response) -> Response {
     if app.nonces.mode() != NonceMode::Off
         && let Ok(v) = HeaderValue::from_str(&app.nonces.current(app.clock.now()))
     {
@@ -46,30 +52,143 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
     let client = record_assertion(app, assertion).await?;
     let dpop = dpop::record(app, proof).await?;
-    let claims = match &request {
-        TokenRequest::ClientCredentials(r) => grant::client_credentials(
-            &client,
-            r,
-            &app.settings.registry,
-            &app.policy,
-            now,
-            new_id()?,
-            dpop.as_ref(),
-        )?,
-    };
+    let registry = &app.settings.registry;
+    match &request {
+        TokenRequest::ClientCredentials(r) => {
+            let claims = grant::client_credentials(
+                &client,
+                r,
+                registry,
+                &app.policy,
+                now,
+                new_id()?,
+                dpop.as_ref(),
+            )?;
+            let access_token = sign_access_token(app, &claims)?;
+            Ok(token_response(&response(access_token, &claims, None)))
+        }
+        TokenRequest::AuthorizationCode(exchange) => {
+            let (code_key, grant) = redeem(app, &exchange.code, now).await?;
+            authorize::check_exchange(&grant, exchange, &client, dpop.as_ref().map(|d| d.jkt()))?;
+            let jti = new_id()?;
+            // Recorded before the token exists, so a racing second redemption revokes it.
+            app.store.record_code_issue(&code_key, &jti).await?;
+            let claims = grant::code_token(
+                &client,
+                &grant,
+                &exchange.resource,
+                registry,
+                &app.policy,
+                now,
+                jti,
+                dpop.as_ref(),
+            )?;
+            let access_token = sign_access_token(app, &claims)?;
+            let id_token = if grant.request.scopes.iter().any(|s| s == "openid") {
+                Some(id_token(app, &grant, &access_token, now)?)
+            } else {
+                None
+            };
+            Ok(token_response(&response(access_token, &claims, id_token)))
+        }
+    }
+}
+
+/// Redeems a code once (RFC 6749 §4.1.2): a second redemption is refused and revokes the
+/// tokens issued from the first.
+async fn redeem(app: &App, code: &str, now: UnixTime) -> Result<([u8; 32], CodeGrant), ApiError> {
+    let key = crate::session::key_of(code);
+    match app.store.redeem_code(&key, now.secs()).await? {
+        Redemption::Fresh(data) => {
+            let grant = serde_json::from_str(&data)
+                .map_err(|e| ApiError::Internal(format!("stored code: {e}")))?;
+            Ok((key, grant))
+        }
+        Redemption::Reused { issued, .. } => {
+            let until = now.secs() + app.settings.tokens.access_token_lifetime;
+            for jti in &issued {
+                app.store.revoke_token(jti, until).await?;
+            }
+            tracing::warn!(
+                revoked = issued.len(),
+                "authorization code used twice: tokens issued from it are revoked"
+            );
+            Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the code has already been used; tokens issued with it are revoked",
+            )
+            .into())
+        }
+        Redemption::Missing => Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            "the code is unknown or has expired",
+        )
+        .into()),
+    }
+}
+
+fn sign_access_token(app: &App, claims: &grant::AccessTokenClaims) -> Result<String, ApiError> {
     let ring = app.keys.current();
-    let access_token = segl_jose::sign_jwt(&ring.signing, segl_proto::typ::ACCESS_TOKEN, &claims)?;
+    let token = segl_jose::sign_jwt(&ring.signing, segl_proto::typ::ACCESS_TOKEN, claims)?;
     tracing::info!(client_id = %claims.client_id, aud = %claims.aud, jti = %claims.jti, "access token issued");
-    Ok(token_response(&TokenResponse {
+    Ok(token)
+}
+
+/// The ID token, with `at_hash` (OIDC Core §3.1.3.6: the left half of the access token's hash
+/// by the ID token's algorithm; SHA-512 for EdDSA).
+fn id_token(
+    app: &App,
+    grant: &CodeGrant,
+    access_token: &str,
+    now: UnixTime,
+) -> Result<String, ApiError> {
+    let ring = app.keys.current();
+    let digest: Vec<u8> = match ring.signing.alg() {
+        segl_jose::Alg::EdDSA
+        | segl_jose::Alg::RS512
+        | segl_jose::Alg::PS512
+        | segl_jose::Alg::ES512 => {
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA512, access_token.as_bytes())
+                .as_ref()
+                .to_vec()
+        }
+        segl_jose::Alg::RS384 | segl_jose::Alg::PS384 | segl_jose::Alg::ES384 => {
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA384, access_token.as_bytes())
+                .as_ref()
+                .to_vec()
+        }
+        _ => segl_jose::sha256(access_token.as_bytes()).to_vec(),
+    };
+    let at_hash = segl_jose::b64_encode(digest.get(..digest.len() / 2).unwrap_or_default());
+    let claims = grant::id_token_claims(
+        grant,
+        &app.policy,
+        app.settings.tokens.id_token_lifetime,
+        now,
+        at_hash,
+    );
+    Ok(segl_jose::sign_jwt(
+        &ring.signing,
+        segl_proto::typ::JWT,
+        &claims,
+    )?)
+}
+
+fn response(
+    access_token: String,
+    claims: &grant::AccessTokenClaims,
+    id_token: Option<String>,
+) -> TokenResponse {
+    TokenResponse {
         access_token,
         token_type: claims.token_type().into(),
         expires_in: (claims.exp - claims.iat).max(0) as u64,
         scope: Some(claims.scope_string()),
         refresh_token: None,
         rt_expires_in: None,
-        id_token: None,
+        id_token,
         issued_token_type: None,
-    }))
+    }
 }
 
 /// Reads an `application/x-www-form-urlencoded` body of at most [`MAX_BODY`] bytes.

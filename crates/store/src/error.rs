@@ -54,17 +54,52 @@ pub(crate) fn from_sqlx(
     }
 }
 
-/// The longest `key` [`crate::Store::insert_jti`] accepts, in bytes (a SHA-512 digest).
-pub(crate) const MAX_JTI_KEY_LEN: usize = 64;
+/// The longest `key` the store accepts, in bytes (a SHA-512 digest): the keys of
+/// [`crate::Store::insert_jti`], [`crate::Store::put_record`] and the other record methods,
+/// and of [`crate::Store::insert_code`] and the other code methods.
+pub(crate) const MAX_KEY_LEN: usize = 64;
 
-/// Rejects a `jti` key longer than [`MAX_JTI_KEY_LEN`] with [`Error::Corrupt`]: callers pass a
+/// Rejects a key longer than [`MAX_KEY_LEN`] with [`Error::Corrupt`]: callers pass a
 /// fixed-size digest, so a longer key is a programming error, and we refuse to write data no
 /// version of Segl is meant to write rather than store an unbounded caller-controlled value.
-pub(crate) fn check_jti_key(key: &[u8]) -> Result<(), Error> {
-    if key.len() > MAX_JTI_KEY_LEN {
+/// `what` names the key in the message (e.g. `"jti key"`).
+pub(crate) fn check_key(what: &str, key: &[u8]) -> Result<(), Error> {
+    if key.len() > MAX_KEY_LEN {
         return Err(Error::Corrupt(format!(
-            "jti key is {} bytes; at most {MAX_JTI_KEY_LEN} are allowed",
+            "{what} is {} bytes; at most {MAX_KEY_LEN} are allowed",
             key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The longest token id ([`crate::Store::record_code_issue`], [`crate::Store::revoke_token`],
+/// [`crate::Store::is_token_revoked`]) the store accepts, in bytes. Segl's own `jti`s are 32
+/// hex digits; the bound keeps an unbounded caller-controlled value out of a unique index
+/// (PostgreSQL refuses index entries over about 2.7 kB with an error that would otherwise be
+/// reported as [`Error::Unavailable`]).
+pub(crate) const MAX_TOKEN_ID_LEN: usize = 255;
+
+/// Rejects a token id longer than [`MAX_TOKEN_ID_LEN`] bytes or containing NUL (see
+/// [`check_text`]) with [`Error::Corrupt`].
+pub(crate) fn check_token_id(jti: &str) -> Result<(), Error> {
+    if jti.len() > MAX_TOKEN_ID_LEN {
+        return Err(Error::Corrupt(format!(
+            "token id is {} bytes; at most {MAX_TOKEN_ID_LEN} are allowed",
+            jti.len()
+        )));
+    }
+    check_text("token id", jti)
+}
+
+/// Rejects text containing a NUL character with [`Error::Corrupt`]. PostgreSQL cannot store
+/// NUL in a `TEXT` column while SQLite can; refusing it on every backend keeps them
+/// interchangeable (JSON never contains a raw NUL, so only a caller bug produces one).
+/// `what` names the value in the message (e.g. `"record data"`).
+pub(crate) fn check_text(what: &str, text: &str) -> Result<(), Error> {
+    if text.contains('\0') {
+        return Err(Error::Corrupt(format!(
+            "{what} contains a NUL character, which the store does not accept"
         )));
     }
     Ok(())

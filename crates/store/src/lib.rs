@@ -41,6 +41,65 @@ impl JtiKind {
     }
 }
 
+/// Kinds of short-lived records kept by [`Store::put_record`]. Kinds never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A pushed authorization request (RFC 9126), keyed by a digest of its `request_uri`.
+    PushedRequest,
+    /// A login in progress: the authorization request between `/connect/authorize` and the
+    /// identity provider's answer.
+    LoginTransaction,
+    /// A browser session (single sign-on), keyed by a digest of the session cookie.
+    Session,
+}
+
+impl RecordKind {
+    /// The stable number stored for this kind.
+    pub fn code(self) -> i16 {
+        match self {
+            RecordKind::PushedRequest => 1,
+            RecordKind::LoginTransaction => 2,
+            RecordKind::Session => 3,
+        }
+    }
+}
+
+/// The outcome of [`Store::redeem_code`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// First redemption: the code is now spent; here is its data.
+    Fresh(String),
+    /// The code was redeemed before (RFC 6749 §4.1.2: deny, and revoke what it issued):
+    /// its data and the `jti`s recorded with [`Store::record_code_issue`].
+    Reused {
+        /// The code's data.
+        data: String,
+        /// Token ids issued from the first redemption.
+        issued: Vec<String>,
+    },
+    /// No such code, or it has expired.
+    Missing,
+}
+
+impl Redemption {
+    /// The outcome for a code the redeeming `UPDATE` did not match, from the `(data, jti)`
+    /// rows of the backends' "redeemed, unexpired code LEFT JOIN its issues" query (`jti` is
+    /// NULL when none were recorded). No rows means [`Redemption::Missing`].
+    pub(crate) fn from_reused_rows(rows: Vec<(String, Option<String>)>) -> Redemption {
+        let mut rows = rows.into_iter();
+        match rows.next() {
+            None => Redemption::Missing,
+            Some((data, first)) => Redemption::Reused {
+                data,
+                issued: first
+                    .into_iter()
+                    .chain(rows.filter_map(|(_, jti)| jti))
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// A token-signing key as stored: the public JWK in clear, the private key encrypted by the
 /// caller (the store never sees a key-encryption key).
 #[derive(Clone, PartialEq, Eq)]
@@ -88,7 +147,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (a replay). The record is kept at least until `expires_at`.
     async fn insert_jti(&self, kind: JtiKind, key: &[u8], expires_at: i64) -> Result<bool, Error>;
 
-    /// Deletes one-time records whose `expires_at` is before `now`; returns how many.
+    /// Deletes every row whose `expires_at` is before `now` (a row expiring exactly at `now` is
+    /// kept): `jti`s, records, authorization codes together with the token ids recorded for
+    /// them, and revocations; also the token ids recorded for codes that no longer exist.
+    /// Returns how many rows were deleted in all. One transaction.
     async fn purge_expired(&self, now: i64) -> Result<u64, Error>;
 
     /// Every stored signing key, oldest `activate_at` first.
@@ -103,6 +165,83 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Returns the secret stored under `name`, storing `candidate` first if there is none. All
     /// processes sharing the database thus agree on one value (used for HMAC keys).
     async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// Stores a short-lived record (`key` at most 64 bytes, `data` opaque text, typically
+    /// JSON). An existing record of the same kind and key is replaced (data and expiry, even
+    /// when the existing one is still live). The record is live while `expires_at > now`.
+    ///
+    /// Errors: [`Error::Corrupt`] for a longer key or `data` containing NUL (which
+    /// PostgreSQL cannot store; refused on every backend alike).
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), Error>;
+
+    /// Reads a record that has not expired at `now` (that is, `expires_at > now`), without
+    /// consuming it.
+    async fn get_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, Error>;
+
+    /// Reads and deletes a record in one atomic step: of concurrent callers, on one process or
+    /// many, exactly one gets it. An expired record (`expires_at <= now`) is not returned and
+    /// is left for [`Store::purge_expired`].
+    async fn take_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, Error>;
+
+    /// Deletes a record, expired or not; returns whether it existed.
+    async fn delete_record(&self, kind: RecordKind, key: &[u8]) -> Result<bool, Error>;
+
+    /// Stores a new authorization code (`key` a digest of the code, at most 64 bytes; `data`
+    /// opaque text without NUL). The row is kept until `expires_at` even after redemption, so
+    /// that a second redemption is recognised.
+    ///
+    /// Errors: [`Error::Conflict`] when a code with this key exists (redeemed, expired but not
+    /// yet purged, or live); [`Error::Corrupt`] for a longer key or `data` containing NUL.
+    async fn insert_code(&self, key: &[u8], data: &str, expires_at: i64) -> Result<(), Error>;
+
+    /// Redeems a code atomically: of concurrent callers, on one process or many, exactly one
+    /// gets [`Redemption::Fresh`]; the others, and later ones, get [`Redemption::Reused`]
+    /// while the code has not expired at `now` (`expires_at > now`). A code that has expired
+    /// (redeemed or not) or does not exist is [`Redemption::Missing`]; an expired code is
+    /// never marked redeemed.
+    ///
+    /// The token ids in `Reused` are the ones recorded *so far*: a reuse that races the first
+    /// redemption may be seen before that redemption's caller has recorded what it issued.
+    async fn redeem_code(&self, key: &[u8], now: i64) -> Result<Redemption, Error>;
+
+    /// Records that a token with id `jti` was issued from the code `key`, for
+    /// [`Redemption::Reused`]. Recording the same pair again does nothing. The code is not
+    /// checked to exist; the ids are deleted with the code by [`Store::purge_expired`] (or,
+    /// when there is no such code, by the next purge).
+    ///
+    /// Errors: [`Error::Corrupt`] for a key over 64 bytes, or a `jti` over 255 bytes or
+    /// containing NUL.
+    async fn record_code_issue(&self, key: &[u8], jti: &str) -> Result<(), Error>;
+
+    /// Marks an access token id as revoked until `expires_at` (its own expiry). Revoking an
+    /// id again keeps the later of the two expiries.
+    ///
+    /// Errors: [`Error::Corrupt`] for a `jti` over 255 bytes or containing NUL.
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), Error>;
+
+    /// Whether an access token id has been revoked: `true` while its revocation is stored,
+    /// including after its `expires_at` until [`Store::purge_expired`] removes it (the token
+    /// itself has expired by then, so the answer no longer matters). Takes no `now`.
+    ///
+    /// Errors: [`Error::Corrupt`] for a `jti` over 255 bytes or containing NUL (no such id
+    /// can have been revoked, but a revocation check fails closed).
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, Error>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (created if missing; `sqlite::memory:`

@@ -9,9 +9,11 @@
 //! Applying is idempotent and safe when several processes start at once: everything (creating
 //! `schema_migrations`, reading it, running the pending scripts, recording them) happens in one
 //! transaction that first takes a database-wide lock: `BEGIN IMMEDIATE` on SQLite (the write
-//! lock, waited for up to the busy timeout) and `pg_advisory_xact_lock` on PostgreSQL. A
-//! process that waited for the lock then sees the versions the winner recorded and applies
-//! nothing. A failing script rolls the whole transaction back.
+//! lock, waited for up to the busy timeout) and `pg_advisory_xact_lock` on PostgreSQL (in a
+//! READ COMMITTED transaction whatever the server's default isolation, so that the statements
+//! after the lock see what the previous holder committed). A process that waited for the lock
+//! then sees the versions the winner recorded and applies nothing. A failing script rolls the
+//! whole transaction back.
 
 use crate::Error;
 use sqlx::{PgPool, SqlitePool};
@@ -27,16 +29,28 @@ pub(crate) struct Migration {
 }
 
 /// SQLite migrations, oldest first.
-pub(crate) const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/sqlite/0001_init.sql"),
-}];
+pub(crate) const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/sqlite/0002_login.sql"),
+    },
+];
 
 /// PostgreSQL migrations, oldest first.
-pub(crate) const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("../migrations/postgres/0001_init.sql"),
-}];
+pub(crate) const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("../migrations/postgres/0002_login.sql"),
+    },
+];
 
 /// The key of the PostgreSQL advisory lock serializing migrations (ASCII "SeglMigr").
 const PG_LOCK_KEY: i64 = 0x5365_676c_4d69_6772;
@@ -102,7 +116,13 @@ pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), Error> {
 pub(crate) async fn postgres(pool: &PgPool) -> Result<(), Error> {
     use crate::postgres::map_err;
 
-    let mut tx = pool.begin().await.map_err(map_err)?;
+    // READ COMMITTED whatever the server's default: under REPEATABLE READ or SERIALIZABLE the
+    // snapshot would be taken by the lock statement, before waiting, and a process that waited
+    // would not see the schema the winner committed (and fail re-creating it).
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(map_err)?;
     // Never wait forever behind a stuck migrator (or, in later migrations, a table lock).
     sqlx::query("SET LOCAL lock_timeout = '60s'")
         .execute(&mut *tx)
@@ -170,7 +190,8 @@ mod tests {
     #[test]
     fn pending_skips_applied_versions() {
         assert_eq!(pending(SQLITE, &[]).len(), SQLITE.len());
-        assert!(pending(SQLITE, &[1]).is_empty());
-        assert!(pending(SQLITE, &[1, 99]).is_empty());
+        assert_eq!(pending(SQLITE, &[1]).len(), SQLITE.len() - 1);
+        assert!(pending(SQLITE, &[1, 2]).is_empty());
+        assert!(pending(SQLITE, &[1, 2, 99]).is_empty());
     }
 }

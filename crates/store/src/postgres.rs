@@ -1,15 +1,19 @@
 //! The PostgreSQL [`Store`], for many Segl processes sharing one database.
 //!
-//! Every operation is a single statement in its own (READ COMMITTED) transaction; `insert_jti`
-//! is `INSERT … ON CONFLICT DO NOTHING`, so the primary key decides which of any number of
-//! concurrent callers, on any process, recorded the key. Operations never hang when the
-//! database is down: acquiring a connection times out after 5 s and a whole operation after
-//! 15 s, both reported as [`Error::Unavailable`]. Serialization failures and deadlocks
-//! (SQLSTATE 40001 / 40P01, possible when the server defaults to SERIALIZABLE) are retried a
-//! few times. The password in the URL never appears in `Debug` output or error messages.
+//! Every operation is a single statement in its own (READ COMMITTED) transaction, except
+//! `purge_expired` (one transaction of several `DELETE`s) and `redeem_code` (a second
+//! statement reads a code the first did not redeem). `insert_jti` is `INSERT … ON CONFLICT DO
+//! NOTHING`, so the primary key decides which of any number of concurrent callers, on any
+//! process, recorded the key; `take_record` and `redeem_code` are decided by a `DELETE` /
+//! `UPDATE … RETURNING` whose row lock lets exactly one caller change (and so get) the row.
+//! Operations never hang when the database is down: acquiring a connection times out after 5 s
+//! and a whole operation after 15 s (each of `redeem_code`'s two steps), both reported as
+//! [`Error::Unavailable`]. Serialization failures and deadlocks (SQLSTATE 40001 / 40P01,
+//! possible when the server defaults to SERIALIZABLE) are retried a few times: a failed
+//! statement was rolled back, so it is simply run again. The password in the URL never appears in `Debug` output or error messages.
 
-use crate::error::{check_jti_key, from_sqlx};
-use crate::{Error, JtiKind, Store, StoredKey, redact_url};
+use crate::error::{check_key, check_text, check_token_id, from_sqlx};
+use crate::{Error, JtiKind, RecordKind, Redemption, Store, StoredKey, redact_url};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::error::DatabaseError;
@@ -138,6 +142,18 @@ fn database_error(e: &dyn DatabaseError) -> Error {
     }
 }
 
+/// Deletes the rows of one table that expired before `now` (the one parameter).
+const PURGE_EXPIRED: [&str; 4] = [
+    "DELETE FROM jti WHERE expires_at < $1",
+    "DELETE FROM records WHERE expires_at < $1",
+    "DELETE FROM codes WHERE expires_at < $1",
+    "DELETE FROM revoked_tokens WHERE expires_at < $1",
+];
+
+/// Deletes the recorded issues of codes that no longer exist (run after purging `codes`).
+const PURGE_ORPHAN_ISSUES: &str = "DELETE FROM code_issues WHERE NOT EXISTS \
+     (SELECT 1 FROM codes WHERE codes.key = code_issues.code_key)";
+
 /// Reads one `signing_keys` row.
 fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
     Ok(StoredKey {
@@ -166,7 +182,7 @@ impl Store for PgStore {
 
     /// Keys longer than 64 bytes are rejected with [`Error::Corrupt`] (see the trait).
     async fn insert_jti(&self, kind: JtiKind, key: &[u8], expires_at: i64) -> Result<bool, Error> {
-        check_jti_key(key)?;
+        check_key("jti key", key)?;
         let done = self
             .run("insert_jti", || {
                 sqlx::query(
@@ -182,15 +198,22 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// One transaction: the expired rows of every table, then the issues of codes that no
+    /// longer exist.
     async fn purge_expired(&self, now: i64) -> Result<u64, Error> {
-        let done = self
-            .run("purge_expired", || {
-                sqlx::query("DELETE FROM jti WHERE expires_at < $1")
-                    .bind(now)
-                    .execute(&self.pool)
-            })
-            .await?;
-        Ok(done.rows_affected())
+        self.run("purge_expired", || async move {
+            let mut tx = self.pool.begin().await?;
+            let mut purged = 0u64;
+            for sql in PURGE_EXPIRED {
+                let done = sqlx::query(sql).bind(now).execute(&mut *tx).await?;
+                purged = purged.saturating_add(done.rows_affected());
+            }
+            let done = sqlx::query(PURGE_ORPHAN_ISSUES).execute(&mut *tx).await?;
+            purged = purged.saturating_add(done.rows_affected());
+            tx.commit().await?;
+            Ok(purged)
+        })
+        .await
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
@@ -264,5 +287,188 @@ impl Store for PgStore {
         })
         .await?
         .ok_or_else(|| Error::Corrupt(format!("secret {name:?} vanished after insert")))
+    }
+
+    /// Keys longer than 64 bytes and data containing NUL are rejected with
+    /// [`Error::Corrupt`].
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        check_key("record key", key)?;
+        check_text("record data", data)?;
+        self.run("put_record", || {
+            sqlx::query(
+                "INSERT INTO records (kind, key, data, expires_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (kind, key) \
+                 DO UPDATE SET data = EXCLUDED.data, expires_at = EXCLUDED.expires_at",
+            )
+            .bind(kind.code())
+            .bind(key)
+            .bind(data)
+            .bind(expires_at)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn get_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, Error> {
+        check_key("record key", key)?;
+        self.run("get_record", || {
+            sqlx::query_scalar(
+                "SELECT data FROM records WHERE kind = $1 AND key = $2 AND expires_at > $3",
+            )
+            .bind(kind.code())
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+        })
+        .await
+    }
+
+    /// One `DELETE … RETURNING` statement: a concurrent caller waits for the row lock and then
+    /// finds the row gone, so exactly one returns it.
+    async fn take_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, Error> {
+        check_key("record key", key)?;
+        self.run("take_record", || {
+            sqlx::query_scalar(
+                "DELETE FROM records WHERE kind = $1 AND key = $2 AND expires_at > $3 \
+                 RETURNING data",
+            )
+            .bind(kind.code())
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+        })
+        .await
+    }
+
+    async fn delete_record(&self, kind: RecordKind, key: &[u8]) -> Result<bool, Error> {
+        check_key("record key", key)?;
+        let done = self
+            .run("delete_record", || {
+                sqlx::query("DELETE FROM records WHERE kind = $1 AND key = $2")
+                    .bind(kind.code())
+                    .bind(key)
+                    .execute(&self.pool)
+            })
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_code(&self, key: &[u8], data: &str, expires_at: i64) -> Result<(), Error> {
+        check_key("code key", key)?;
+        check_text("code data", data)?;
+        self.run("insert_code", || {
+            sqlx::query("INSERT INTO codes (key, data, expires_at) VALUES ($1, $2, $3)")
+                .bind(key)
+                .bind(data)
+                .bind(expires_at)
+                .execute(&self.pool)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Conflict(_) => {
+                Error::Conflict("an authorization code with this key exists".to_owned())
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    /// An `UPDATE … RETURNING` that only matches an unredeemed, unexpired code decides the
+    /// one fresh redemption: a concurrent caller waits for the row lock, re-checks the
+    /// condition on the committed row (READ COMMITTED; under SERIALIZABLE it fails and is
+    /// retried) and matches nothing. A read of the committed row then tells a reuse from a
+    /// missing code.
+    async fn redeem_code(&self, key: &[u8], now: i64) -> Result<Redemption, Error> {
+        check_key("code key", key)?;
+        // Two separately retried steps, never one: retrying both after the UPDATE committed
+        // would report the caller's own redemption as a reuse.
+        let fresh: Option<String> = self
+            .run("redeem_code", || {
+                sqlx::query_scalar(
+                    "UPDATE codes SET redeemed_at = $2 \
+                     WHERE key = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+                     RETURNING data",
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_optional(&self.pool)
+            })
+            .await?;
+        if let Some(data) = fresh {
+            return Ok(Redemption::Fresh(data));
+        }
+        let rows: Vec<(String, Option<String>)> = self
+            .run("redeem_code", || {
+                sqlx::query_as(
+                    "SELECT c.data, i.jti FROM codes c \
+                     LEFT JOIN code_issues i ON i.code_key = c.key \
+                     WHERE c.key = $1 AND c.redeemed_at IS NOT NULL AND c.expires_at > $2 \
+                     ORDER BY i.jti",
+                )
+                .bind(key)
+                .bind(now)
+                .fetch_all(&self.pool)
+            })
+            .await?;
+        Ok(Redemption::from_reused_rows(rows))
+    }
+
+    async fn record_code_issue(&self, key: &[u8], jti: &str) -> Result<(), Error> {
+        check_key("code key", key)?;
+        check_token_id(jti)?;
+        self.run("record_code_issue", || {
+            sqlx::query(
+                "INSERT INTO code_issues (code_key, jti) VALUES ($1, $2) \
+                 ON CONFLICT (code_key, jti) DO NOTHING",
+            )
+            .bind(key)
+            .bind(jti)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), Error> {
+        check_token_id(jti)?;
+        self.run("revoke_token", || {
+            sqlx::query(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) \
+                 ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+                 WHERE revoked_tokens.expires_at < EXCLUDED.expires_at",
+            )
+            .bind(jti)
+            .bind(expires_at)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, Error> {
+        check_token_id(jti)?;
+        self.run("is_token_revoked", || {
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)")
+                .bind(jti)
+                .fetch_one(&self.pool)
+        })
+        .await
     }
 }

@@ -5,10 +5,12 @@
 //! `synchronous = FULL` (a committed `jti` is on disk before the request that recorded it is
 //! answered), `busy_timeout = 5 s` and foreign keys on. Writers are serialized by SQLite's
 //! write lock; `insert_jti` is a single `INSERT … ON CONFLICT DO NOTHING` statement, so the
-//! primary key decides which of several concurrent callers recorded the key.
+//! primary key decides which of several concurrent callers recorded the key, and
+//! `take_record` / `redeem_code` decide with a single `DELETE` / `UPDATE … RETURNING`
+//! statement, so the one writer that changes the row is the one that gets it.
 
-use crate::error::{check_jti_key, from_sqlx};
-use crate::{Error, JtiKind, Store, StoredKey, redact_url};
+use crate::error::{check_key, check_text, check_token_id, from_sqlx};
+use crate::{Error, JtiKind, RecordKind, Redemption, Store, StoredKey, redact_url};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::error::DatabaseError;
@@ -195,6 +197,18 @@ mod libsqlite3_codes {
     pub(super) const NOTADB: i32 = 26;
 }
 
+/// Deletes the rows of one table that expired before `now` (the one parameter).
+const PURGE_EXPIRED: [&str; 4] = [
+    "DELETE FROM jti WHERE expires_at < ?",
+    "DELETE FROM records WHERE expires_at < ?",
+    "DELETE FROM codes WHERE expires_at < ?",
+    "DELETE FROM revoked_tokens WHERE expires_at < ?",
+];
+
+/// Deletes the recorded issues of codes that no longer exist (run after purging `codes`).
+const PURGE_ORPHAN_ISSUES: &str = "DELETE FROM code_issues WHERE NOT EXISTS \
+     (SELECT 1 FROM codes WHERE codes.key = code_issues.code_key)";
+
 /// Reads one `signing_keys` row.
 fn stored_key(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
     Ok(StoredKey {
@@ -223,7 +237,7 @@ impl Store for SqliteStore {
 
     /// Keys longer than 64 bytes are rejected with [`Error::Corrupt`] (see the trait).
     async fn insert_jti(&self, kind: JtiKind, key: &[u8], expires_at: i64) -> Result<bool, Error> {
-        check_jti_key(key)?;
+        check_key("jti key", key)?;
         let done = sqlx::query(
             "INSERT INTO jti (kind, key, expires_at) VALUES (?, ?, ?) \
              ON CONFLICT (kind, key) DO NOTHING",
@@ -237,13 +251,30 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// One write transaction: the expired rows of every table, then the issues of codes
+    /// that no longer exist.
     async fn purge_expired(&self, now: i64) -> Result<u64, Error> {
-        let done = sqlx::query("DELETE FROM jti WHERE expires_at < ?")
-            .bind(now)
-            .execute(&self.pool)
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        Ok(done.rows_affected())
+        let mut purged = 0u64;
+        for sql in PURGE_EXPIRED {
+            let done = sqlx::query(sql)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            purged = purged.saturating_add(done.rows_affected());
+        }
+        let done = sqlx::query(PURGE_ORPHAN_ISSUES)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        purged = purged.saturating_add(done.rows_affected());
+        tx.commit().await.map_err(map_err)?;
+        Ok(purged)
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
@@ -307,5 +338,172 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?
             .ok_or_else(|| Error::Corrupt(format!("secret {name:?} vanished after insert")))
+    }
+
+    /// Keys longer than 64 bytes and data containing NUL are rejected with
+    /// [`Error::Corrupt`].
+    async fn put_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        check_key("record key", key)?;
+        check_text("record data", data)?;
+        sqlx::query(
+            "INSERT INTO records (kind, key, data, expires_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (kind, key) \
+             DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+        )
+        .bind(kind.code())
+        .bind(key)
+        .bind(data)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, Error> {
+        check_key("record key", key)?;
+        sqlx::query_scalar("SELECT data FROM records WHERE kind = ? AND key = ? AND expires_at > ?")
+            .bind(kind.code())
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    /// One `DELETE … RETURNING` statement: SQLite's write lock lets exactly one of
+    /// concurrent callers delete (and so return) the row.
+    async fn take_record(
+        &self,
+        kind: RecordKind,
+        key: &[u8],
+        now: i64,
+    ) -> Result<Option<String>, Error> {
+        check_key("record key", key)?;
+        // `fetch_all`, not `fetch_optional`: the statement is stepped to completion, so its
+        // autocommit transaction ends (and the write lock is released) before we return.
+        let taken: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM records WHERE kind = ? AND key = ? AND expires_at > ? RETURNING data",
+        )
+        .bind(kind.code())
+        .bind(key)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(taken.into_iter().next())
+    }
+
+    async fn delete_record(&self, kind: RecordKind, key: &[u8]) -> Result<bool, Error> {
+        check_key("record key", key)?;
+        let done = sqlx::query("DELETE FROM records WHERE kind = ? AND key = ?")
+            .bind(kind.code())
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn insert_code(&self, key: &[u8], data: &str, expires_at: i64) -> Result<(), Error> {
+        check_key("code key", key)?;
+        check_text("code data", data)?;
+        sqlx::query("INSERT INTO codes (key, data, expires_at) VALUES (?, ?, ?)")
+            .bind(key)
+            .bind(data)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match map_err(e) {
+                Error::Conflict(_) => {
+                    Error::Conflict("an authorization code with this key exists".to_owned())
+                }
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// An `UPDATE … RETURNING` that only matches an unredeemed, unexpired code decides the
+    /// one fresh redemption (SQLite serializes writers); when it matches nothing, a read of
+    /// the committed row tells a reuse from a missing code.
+    async fn redeem_code(&self, key: &[u8], now: i64) -> Result<Redemption, Error> {
+        check_key("code key", key)?;
+        // `fetch_all` (at most one row): see `take_record`.
+        let fresh: Vec<String> = sqlx::query_scalar(
+            "UPDATE codes SET redeemed_at = ? \
+             WHERE key = ? AND redeemed_at IS NULL AND expires_at > ? RETURNING data",
+        )
+        .bind(now)
+        .bind(key)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        if let Some(data) = fresh.into_iter().next() {
+            return Ok(Redemption::Fresh(data));
+        }
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT c.data, i.jti FROM codes c \
+             LEFT JOIN code_issues i ON i.code_key = c.key \
+             WHERE c.key = ? AND c.redeemed_at IS NOT NULL AND c.expires_at > ? \
+             ORDER BY i.jti",
+        )
+        .bind(key)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(Redemption::from_reused_rows(rows))
+    }
+
+    async fn record_code_issue(&self, key: &[u8], jti: &str) -> Result<(), Error> {
+        check_key("code key", key)?;
+        check_token_id(jti)?;
+        sqlx::query(
+            "INSERT INTO code_issues (code_key, jti) VALUES (?, ?) \
+             ON CONFLICT (code_key, jti) DO NOTHING",
+        )
+        .bind(key)
+        .bind(jti)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), Error> {
+        check_token_id(jti)?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?) \
+             ON CONFLICT (jti) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE revoked_tokens.expires_at < excluded.expires_at",
+        )
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, Error> {
+        check_token_id(jti)?;
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM revoked_tokens WHERE jti = ?")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(found.is_some())
     }
 }

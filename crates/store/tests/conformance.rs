@@ -16,7 +16,7 @@
     clippy::indexing_slicing
 )]
 
-use segl_store::{Error, JtiKind, PgStore, SqliteStore, Store, StoredKey};
+use segl_store::{Error, JtiKind, PgStore, RecordKind, Redemption, SqliteStore, Store, StoredKey};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -168,7 +168,7 @@ mod cases {
         );
         store.migrate().await.unwrap();
         db.store().await.migrate().await.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1]);
+        assert_eq!(db.migration_versions().await, vec![1, 2]);
         assert!(
             !store
                 .insert_jti(JtiKind::DpopProof, b"k", 100)
@@ -186,7 +186,7 @@ mod cases {
         results.1.unwrap();
         results.2.unwrap();
         results.3.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1]);
+        assert_eq!(db.migration_versions().await, vec![1, 2]);
         assert!(
             a.insert_jti(JtiKind::ClientAssertion, b"x", 1)
                 .await
@@ -471,6 +471,536 @@ mod cases {
         assert_eq!(store.secret_or_insert("s", b"v2").await.unwrap(), b"v1");
     }
 
+    /// Records: put, get while live (`expires_at > now`), replace, delete.
+    pub async fn records_put_get_replace_delete(db: &Db) {
+        let store = db.store().await;
+        let kind = RecordKind::LoginTransaction;
+        assert_eq!(store.get_record(kind, b"r", 0).await.unwrap(), None);
+        let json = r#"{"client_id":"c","scope":"openid","note":"ærø ✓ \"q\""}"#;
+        store.put_record(kind, b"r", json, 100).await.unwrap();
+        assert_eq!(
+            store.get_record(kind, b"r", 99).await.unwrap().as_deref(),
+            Some(json)
+        );
+        // Reading does not consume.
+        assert_eq!(
+            store.get_record(kind, b"r", 0).await.unwrap().as_deref(),
+            Some(json)
+        );
+        // Expired at exactly `expires_at`.
+        assert_eq!(store.get_record(kind, b"r", 100).await.unwrap(), None);
+        assert_eq!(store.get_record(kind, b"r", 101).await.unwrap(), None);
+        // Same bytes but shorter: a different key.
+        assert_eq!(store.get_record(kind, b"", 0).await.unwrap(), None);
+
+        // Replacing changes both the data and the expiry.
+        store.put_record(kind, b"r", "second", 50).await.unwrap();
+        assert_eq!(
+            store.get_record(kind, b"r", 49).await.unwrap().as_deref(),
+            Some("second")
+        );
+        assert_eq!(store.get_record(kind, b"r", 60).await.unwrap(), None);
+        store.put_record(kind, b"r", "third", 500).await.unwrap();
+        assert_eq!(
+            store.get_record(kind, b"r", 400).await.unwrap().as_deref(),
+            Some("third")
+        );
+        // An empty string is data, not absence.
+        store.put_record(kind, b"empty", "", 500).await.unwrap();
+        assert_eq!(
+            store
+                .get_record(kind, b"empty", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("")
+        );
+
+        assert!(store.delete_record(kind, b"r").await.unwrap());
+        assert!(!store.delete_record(kind, b"r").await.unwrap());
+        assert_eq!(store.get_record(kind, b"r", 0).await.unwrap(), None);
+        // Deleting does not look at the expiry.
+        store.put_record(kind, b"old", "x", 10).await.unwrap();
+        assert!(store.delete_record(kind, b"old").await.unwrap());
+    }
+
+    /// The same key under different record kinds is different records.
+    pub async fn records_kinds_are_independent(db: &Db) {
+        let store = db.store().await;
+        let kinds = [
+            RecordKind::PushedRequest,
+            RecordKind::LoginTransaction,
+            RecordKind::Session,
+        ];
+        for kind in kinds {
+            store
+                .put_record(kind, b"same", &format!("{kind:?}"), 100)
+                .await
+                .unwrap();
+        }
+        for kind in kinds {
+            assert_eq!(
+                store.get_record(kind, b"same", 0).await.unwrap(),
+                Some(format!("{kind:?}"))
+            );
+        }
+        assert_eq!(
+            store
+                .take_record(RecordKind::PushedRequest, b"same", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("PushedRequest")
+        );
+        assert!(
+            store
+                .delete_record(RecordKind::Session, b"same")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .get_record(RecordKind::PushedRequest, b"same", 0)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .get_record(RecordKind::LoginTransaction, b"same", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("LoginTransaction")
+        );
+        assert_eq!(
+            store
+                .get_record(RecordKind::Session, b"same", 0)
+                .await
+                .unwrap(),
+            None
+        );
+        // A record key does not collide with a jti or a code of the same bytes.
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"same", 100)
+                .await
+                .unwrap()
+        );
+        store.insert_code(b"same", "code", 100).await.unwrap();
+        assert_eq!(
+            store
+                .get_record(RecordKind::LoginTransaction, b"same", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("LoginTransaction")
+        );
+    }
+
+    /// `take_record` returns a live record once and deletes it; an expired one is not
+    /// returned.
+    pub async fn records_take_once(db: &Db) {
+        let store = db.store().await;
+        let kind = RecordKind::PushedRequest;
+        assert_eq!(store.take_record(kind, b"t", 0).await.unwrap(), None);
+        store.put_record(kind, b"t", "par", 100).await.unwrap();
+        assert_eq!(
+            store.take_record(kind, b"t", 99).await.unwrap().as_deref(),
+            Some("par")
+        );
+        assert_eq!(store.take_record(kind, b"t", 0).await.unwrap(), None);
+        assert_eq!(store.get_record(kind, b"t", 0).await.unwrap(), None);
+        assert!(!store.delete_record(kind, b"t").await.unwrap());
+
+        store.put_record(kind, b"e", "expired", 100).await.unwrap();
+        assert_eq!(store.take_record(kind, b"e", 100).await.unwrap(), None);
+        assert_eq!(store.take_record(kind, b"e", 500).await.unwrap(), None);
+        // A record can be put again after it was taken.
+        store.put_record(kind, b"t", "again", 100).await.unwrap();
+        assert_eq!(
+            store.take_record(kind, b"t", 0).await.unwrap().as_deref(),
+            Some("again")
+        );
+    }
+
+    /// 16 concurrent `take_record` calls (on two stores) of one record: exactly one gets it.
+    pub async fn records_concurrent_take_has_one_winner(db: &Db) {
+        let stores = [db.store().await, db.open().await];
+        for round in 0..5u8 {
+            let key = [round; 32];
+            stores[0]
+                .put_record(RecordKind::Session, &key, &format!("round {round}"), 100)
+                .await
+                .unwrap();
+            let barrier = Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = Arc::clone(&stores[i % stores.len()]);
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store.take_record(RecordKind::Session, &key, 50).await
+                    })
+                })
+                .collect();
+            let mut taken = Vec::new();
+            for task in tasks {
+                if let Some(data) = task.await.unwrap().unwrap() {
+                    taken.push(data);
+                }
+            }
+            assert_eq!(taken, vec![format!("round {round}")], "round {round}");
+        }
+    }
+
+    /// Authorization codes: duplicate insert, fresh then reused redemption with the recorded
+    /// token ids, unknown and expired codes.
+    pub async fn codes_redeem_once_then_reused(db: &Db) {
+        let store = db.store().await;
+        let data = r#"{"client_id":"c","redirect_uri":"https://app/cb"}"#;
+        store.insert_code(b"code-1", data, 100).await.unwrap();
+        let result = store.insert_code(b"code-1", "other", 200).await;
+        assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+
+        assert_eq!(
+            store.redeem_code(b"code-1", 10).await.unwrap(),
+            Redemption::Fresh(data.to_owned())
+        );
+        assert_eq!(
+            store.redeem_code(b"code-1", 11).await.unwrap(),
+            Redemption::Reused {
+                data: data.to_owned(),
+                issued: vec![]
+            }
+        );
+        store.record_code_issue(b"code-1", "JTI-B").await.unwrap();
+        store.record_code_issue(b"code-1", "JTI-A").await.unwrap();
+        // Recording the same id again is not an error and not a second entry.
+        store.record_code_issue(b"code-1", "JTI-B").await.unwrap();
+        let Redemption::Reused { data: got, issued } =
+            store.redeem_code(b"code-1", 12).await.unwrap()
+        else {
+            panic!("expected Reused");
+        };
+        assert_eq!(got, data);
+        let mut issued = issued;
+        issued.sort();
+        assert_eq!(issued, vec!["JTI-A".to_owned(), "JTI-B".to_owned()]);
+        // A duplicate insert is refused after redemption too.
+        let result = store.insert_code(b"code-1", "other", 200).await;
+        assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+
+        // Issues belong to their code only.
+        store.insert_code(b"code-2", "two", 100).await.unwrap();
+        store.record_code_issue(b"code-2", "JTI-C").await.unwrap();
+        assert_eq!(
+            store.redeem_code(b"code-2", 10).await.unwrap(),
+            Redemption::Fresh("two".to_owned())
+        );
+        assert_eq!(
+            store.redeem_code(b"code-2", 10).await.unwrap(),
+            Redemption::Reused {
+                data: "two".to_owned(),
+                issued: vec!["JTI-C".to_owned()]
+            }
+        );
+
+        // Once the row has expired, a redeemed code is Missing.
+        assert_eq!(
+            store.redeem_code(b"code-1", 100).await.unwrap(),
+            Redemption::Missing
+        );
+        assert_eq!(
+            store.redeem_code(b"unknown", 10).await.unwrap(),
+            Redemption::Missing
+        );
+    }
+
+    /// An expired code is Missing, never Fresh, and stays unredeemed.
+    pub async fn codes_expired_is_missing(db: &Db) {
+        let store = db.store().await;
+        store.insert_code(b"late", "late", 100).await.unwrap();
+        assert_eq!(
+            store.redeem_code(b"late", 100).await.unwrap(),
+            Redemption::Missing
+        );
+        assert_eq!(
+            store.redeem_code(b"late", 1_000).await.unwrap(),
+            Redemption::Missing
+        );
+        // Redeeming with an earlier clock still works: the failed attempts spent nothing.
+        assert_eq!(
+            store.redeem_code(b"late", 99).await.unwrap(),
+            Redemption::Fresh("late".to_owned())
+        );
+    }
+
+    /// 16 concurrent redemptions (on two stores) of one code: exactly one Fresh, 15 Reused.
+    pub async fn codes_concurrent_redeem_has_one_winner(db: &Db) {
+        let stores = [db.store().await, db.open().await];
+        for round in 0..5u8 {
+            let key = [round; 32];
+            let data = format!("code {round}");
+            stores[0].insert_code(&key, &data, 100).await.unwrap();
+            let barrier = Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = Arc::clone(&stores[i % stores.len()]);
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store.redeem_code(&key, 50).await
+                    })
+                })
+                .collect();
+            let (mut fresh, mut reused) = (0, 0);
+            for task in tasks {
+                match task.await.unwrap().unwrap() {
+                    Redemption::Fresh(got) => {
+                        assert_eq!(got, data);
+                        fresh += 1;
+                    }
+                    Redemption::Reused { data: got, issued } => {
+                        assert_eq!(got, data);
+                        assert!(issued.is_empty(), "{issued:?}");
+                        reused += 1;
+                    }
+                    Redemption::Missing => panic!("round {round}: Missing"),
+                }
+            }
+            assert_eq!((fresh, reused), (1, 15), "round {round}");
+        }
+    }
+
+    /// Revocation: unknown ids are not revoked; a revocation keeps the later expiry; the row
+    /// stays (and reports revoked) until purged.
+    pub async fn token_revocation(db: &Db) {
+        let store = db.store().await;
+        assert!(!store.is_token_revoked("A").await.unwrap());
+        store.revoke_token("A", 100).await.unwrap();
+        assert!(store.is_token_revoked("A").await.unwrap());
+        assert!(!store.is_token_revoked("a").await.unwrap());
+        assert!(!store.is_token_revoked("B").await.unwrap());
+
+        // An earlier expiry does not shorten the revocation...
+        store.revoke_token("A", 50).await.unwrap();
+        assert_eq!(store.purge_expired(60).await.unwrap(), 0);
+        assert!(store.is_token_revoked("A").await.unwrap());
+        // ...a later one extends it.
+        store.revoke_token("A", 300).await.unwrap();
+        assert_eq!(store.purge_expired(200).await.unwrap(), 0);
+        assert!(store.is_token_revoked("A").await.unwrap());
+        // Past its expiry (not yet purged) it is still reported; purging removes it.
+        assert!(store.is_token_revoked("A").await.unwrap());
+        assert_eq!(store.purge_expired(301).await.unwrap(), 1);
+        assert!(!store.is_token_revoked("A").await.unwrap());
+    }
+
+    /// `purge_expired` removes expired records, codes (with their issues), revocations and
+    /// issues of codes that no longer exist, counts every row, and keeps live ones.
+    pub async fn purge_expired_removes_login_state(db: &Db) {
+        let store = db.store().await;
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"j", 100)
+                .await
+                .unwrap()
+        );
+        store
+            .put_record(RecordKind::Session, b"old", "old", 100)
+            .await
+            .unwrap();
+        store
+            .put_record(RecordKind::PushedRequest, b"old", "old", 100)
+            .await
+            .unwrap();
+        store
+            .put_record(RecordKind::Session, b"new", "new", 300)
+            .await
+            .unwrap();
+        store
+            .put_record(RecordKind::Session, b"edge", "edge", 200)
+            .await
+            .unwrap();
+        store.insert_code(b"c-old", "old", 100).await.unwrap();
+        assert!(matches!(
+            store.redeem_code(b"c-old", 50).await.unwrap(),
+            Redemption::Fresh(_)
+        ));
+        store.record_code_issue(b"c-old", "T1").await.unwrap();
+        store.record_code_issue(b"c-old", "T2").await.unwrap();
+        store.insert_code(b"c-new", "new", 300).await.unwrap();
+        store.record_code_issue(b"c-new", "T3").await.unwrap();
+        store.revoke_token("R-old", 100).await.unwrap();
+        store.revoke_token("R-new", 300).await.unwrap();
+
+        assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+        // jti 1 + records 2 + code 1 + its issues 2 + revocation 1.
+        assert_eq!(store.purge_expired(200).await.unwrap(), 7);
+        assert_eq!(store.purge_expired(200).await.unwrap(), 0);
+
+        // The expired rows are gone even for an earlier clock.
+        for kind in [RecordKind::Session, RecordKind::PushedRequest] {
+            assert_eq!(store.get_record(kind, b"old", 0).await.unwrap(), None);
+            assert!(!store.delete_record(kind, b"old").await.unwrap());
+        }
+        assert_eq!(
+            store.redeem_code(b"c-old", 0).await.unwrap(),
+            Redemption::Missing
+        );
+        assert!(!store.is_token_revoked("R-old").await.unwrap());
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"j", 100)
+                .await
+                .unwrap()
+        );
+
+        // Live rows (and the one expiring exactly at `now`) are kept.
+        assert_eq!(
+            store
+                .get_record(RecordKind::Session, b"new", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("new")
+        );
+        assert_eq!(
+            store
+                .get_record(RecordKind::Session, b"edge", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("edge")
+        );
+        assert!(store.is_token_revoked("R-new").await.unwrap());
+        assert_eq!(
+            store.redeem_code(b"c-new", 0).await.unwrap(),
+            Redemption::Fresh("new".to_owned())
+        );
+        assert_eq!(
+            store.redeem_code(b"c-new", 0).await.unwrap(),
+            Redemption::Reused {
+                data: "new".to_owned(),
+                issued: vec!["T3".to_owned()]
+            }
+        );
+
+        // The purged code's issues went with it: a new code under the same key starts empty.
+        store.insert_code(b"c-old", "again", 500).await.unwrap();
+        assert_eq!(
+            store.redeem_code(b"c-old", 0).await.unwrap(),
+            Redemption::Fresh("again".to_owned())
+        );
+        assert_eq!(
+            store.redeem_code(b"c-old", 0).await.unwrap(),
+            Redemption::Reused {
+                data: "again".to_owned(),
+                issued: vec![]
+            }
+        );
+
+        // Issues recorded for a code that does not exist are purged too.
+        store.record_code_issue(b"nowhere", "T9").await.unwrap();
+        assert_eq!(store.purge_expired(0).await.unwrap(), 1);
+
+        // jti j (100) is not expired before 101; everything else is by 10 000.
+        // records new + edge, code c-new + issue T3, code c-old, revocation R-new, jti j.
+        assert_eq!(store.purge_expired(10_000).await.unwrap(), 7);
+    }
+
+    /// Keys longer than 64 bytes and text containing NUL are refused by every new method;
+    /// token ids are bounded too.
+    pub async fn login_state_input_limits(db: &Db) {
+        let store = db.store().await;
+        let max = [0x5au8; 64];
+        let long = [0x5au8; 65];
+        let kind = RecordKind::Session;
+        store.put_record(kind, &max, "ok", 100).await.unwrap();
+        assert_eq!(
+            store.get_record(kind, &max, 0).await.unwrap().as_deref(),
+            Some("ok")
+        );
+        store.insert_code(&max, "ok", 100).await.unwrap();
+        store.record_code_issue(&max, "J").await.unwrap();
+        assert!(matches!(
+            store.redeem_code(&max, 0).await.unwrap(),
+            Redemption::Fresh(_)
+        ));
+
+        let corrupt = |r: Result<(), Error>| assert!(matches!(r, Err(Error::Corrupt(_))), "{r:?}");
+        corrupt(store.put_record(kind, &long, "x", 100).await);
+        corrupt(store.get_record(kind, &long, 0).await.map(drop));
+        corrupt(store.take_record(kind, &long, 0).await.map(drop));
+        corrupt(store.delete_record(kind, &long).await.map(drop));
+        corrupt(store.insert_code(&long, "x", 100).await);
+        corrupt(store.redeem_code(&long, 0).await.map(drop));
+        corrupt(store.record_code_issue(&long, "J").await);
+
+        corrupt(store.put_record(kind, b"k", "a\0b", 100).await);
+        corrupt(store.insert_code(b"k", "a\0b", 100).await);
+        corrupt(store.record_code_issue(b"k", "a\0b").await);
+        corrupt(store.revoke_token("a\0b", 100).await);
+        corrupt(store.is_token_revoked("a\0b").await.map(drop));
+
+        let id = "J".repeat(255);
+        store.revoke_token(&id, 100).await.unwrap();
+        assert!(store.is_token_revoked(&id).await.unwrap());
+        store.record_code_issue(b"k", &id).await.unwrap();
+        let too_long = "J".repeat(256);
+        corrupt(store.revoke_token(&too_long, 100).await);
+        corrupt(store.is_token_revoked(&too_long).await.map(drop));
+        corrupt(store.record_code_issue(b"k", &too_long).await);
+        // Nothing was written by the refused calls.
+        assert_eq!(store.get_record(kind, b"k", 0).await.unwrap(), None);
+        assert_eq!(
+            store.redeem_code(b"k", 0).await.unwrap(),
+            Redemption::Missing
+        );
+    }
+
+    /// Records, codes (with their redemption state and issues) and revocations survive
+    /// dropping the store and opening the database again.
+    pub async fn login_state_survives_reopen(db: &Db) {
+        {
+            let store = db.store().await;
+            store
+                .put_record(RecordKind::Session, b"s", "session", 100)
+                .await
+                .unwrap();
+            store.insert_code(b"redeemed", "r", 100).await.unwrap();
+            assert!(matches!(
+                store.redeem_code(b"redeemed", 0).await.unwrap(),
+                Redemption::Fresh(_)
+            ));
+            store.record_code_issue(b"redeemed", "T").await.unwrap();
+            store.insert_code(b"fresh", "f", 100).await.unwrap();
+            store.revoke_token("R", 100).await.unwrap();
+        }
+        let store = db.store().await;
+        assert_eq!(
+            store
+                .get_record(RecordKind::Session, b"s", 0)
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("session")
+        );
+        assert_eq!(
+            store.redeem_code(b"redeemed", 0).await.unwrap(),
+            Redemption::Reused {
+                data: "r".to_owned(),
+                issued: vec!["T".to_owned()]
+            }
+        );
+        assert_eq!(
+            store.redeem_code(b"fresh", 0).await.unwrap(),
+            Redemption::Fresh("f".to_owned())
+        );
+        assert!(store.is_token_revoked("R").await.unwrap());
+    }
+
     /// `ping` succeeds on a reachable database; `Debug` never shows a password.
     pub async fn ping_works(db: &Db) {
         let store = db.open().await;
@@ -524,6 +1054,17 @@ conformance!(
     secret_or_insert_returns_the_first_value,
     data_survives_reopen,
     ping_works,
+    records_put_get_replace_delete,
+    records_kinds_are_independent,
+    records_take_once,
+    records_concurrent_take_has_one_winner,
+    codes_redeem_once_then_reused,
+    codes_expired_is_missing,
+    codes_concurrent_redeem_has_one_winner,
+    token_revocation,
+    purge_expired_removes_login_state,
+    login_state_input_limits,
+    login_state_survives_reopen,
 );
 
 #[tokio::test]

@@ -118,6 +118,7 @@ impl Fixture {
             ("multi-api", Alg::ES256),
             ("no-cc", Alg::ES256),
             ("dpop-client", Alg::PS256),
+            ("ehr", Alg::ES256),
         ] {
             let key = SigningKey::generate(alg).unwrap();
             let jwks = json!({"keys": [key.public_jwk()]});
@@ -205,6 +206,29 @@ organization = "999977774"
 grant_types = ["client_credentials"]
 scopes = ["nhn:reseptformidleren/rf"]
 jwks_file = "dpop-client.jwks.json"
+
+[[client]]
+client_id = "ehr"
+name = "Acme EPJ"
+organization = "999977774"
+child_organizations = ["999977776"]
+grant_types = ["authorization_code", "client_credentials", "refresh_token"]
+scopes = ["nhn:sfm/api", "nhn:reseptformidleren/rf", "openid", "profile", "offline_access",
+          "helseid://scopes/identity/pid", "helseid://scopes/identity/pid_pseudonym",
+          "helseid://scopes/identity/security_level", "helseid://scopes/identity/assurance_level",
+          "helseid://scopes/identity/network", "helseid://scopes/hpr/hpr_number"]
+redirect_uris = ["http://127.0.0.1:9000/callback", "https://ehr.example/cb"]
+post_logout_redirect_uris = ["http://127.0.0.1:9000/"]
+jwks_file = "ehr.jwks.json"
+
+[test_idp]
+enabled = true
+
+[[person]]
+pid = "06828399789"
+given_name = "Kvart"
+family_name = "Grevling"
+hpr_number = "431001110"
 
 [[client]]
 client_id = "no-cc"

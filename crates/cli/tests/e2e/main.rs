@@ -10,9 +10,11 @@
 
 mod harness;
 
+mod browser;
 mod client_credentials;
 mod config_errors;
 mod discovery;
 mod dpop;
 mod interop;
 mod keys;
+mod login;
