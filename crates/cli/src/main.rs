@@ -10,6 +10,8 @@ use segl_jose::{Alg, SigningKey};
 use segl_server::config::{self, Overrides, Settings};
 use std::path::{Path, PathBuf};
 
+mod login;
+
 #[derive(Parser)]
 #[command(
     name = "segl",
@@ -49,6 +51,37 @@ enum Command {
     /// Get and inspect tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Log a person in as a native app: PAR, the browser login, a loopback redirect, and the
+    /// code exchange with PKCE and DPoP; prints the tokens.
+    Login(LoginArgs),
+}
+
+#[derive(clap::Args)]
+struct LoginArgs {
+    /// The issuer URL.
+    #[arg(long)]
+    issuer: String,
+    /// The client id (registered with a redirect URI http://127.0.0.1:<any port>/callback).
+    #[arg(long)]
+    client_id: String,
+    /// The client's private key: a private JWK file or a PKCS#8 PEM file.
+    #[arg(long)]
+    key: PathBuf,
+    /// Scopes, space-separated.
+    #[arg(long, default_value = "openid profile")]
+    scope: String,
+    /// Extra acr_values, e.g. "Level4" or "idp:testidp-oidc".
+    #[arg(long)]
+    acr_values: Option<String>,
+    /// Loopback port for the redirect (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Only print the URL; do not try to open a browser.
+    #[arg(long)]
+    no_open: bool,
+    /// Seconds to wait for the login.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +194,7 @@ async fn run(cli: Cli) -> Result<()> {
         }) => keys_rotate(config, activate_in).await,
         Command::Keys(KeysCommand::Generate { alg, out }) => keys_generate(&alg, &out),
         Command::Token(get @ TokenCommand::Get { .. }) => token_get(get).await,
+        Command::Login(args) => login::run(args).await,
         Command::Token(TokenCommand::Inspect { jwt, issuer }) => {
             inspect(&jwt, issuer.as_deref()).await
         }

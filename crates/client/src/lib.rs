@@ -291,7 +291,65 @@ impl Issuer {
         params: &[(&str, &str)],
         dpop: Option<&DpopKey>,
     ) -> Result<TokenResponse, Error> {
-        let url = &self.metadata.token_endpoint;
+        let url = self.metadata.token_endpoint.clone();
+        let bytes = self
+            .authenticated_post(&url, client_id, key, params, dpop)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("token response: {e}")))
+    }
+
+    /// A pushed authorization request (RFC 9126) with private_key_jwt and, with `dpop`, a proof
+    /// whose key the code is then bound to. Returns the `request_uri`.
+    pub async fn pushed_authorization_request(
+        &self,
+        client_id: &str,
+        key: &SigningKey,
+        params: &[(&str, &str)],
+        dpop: Option<&DpopKey>,
+    ) -> Result<String, Error> {
+        let url = self
+            .metadata
+            .pushed_authorization_request_endpoint
+            .clone()
+            .ok_or_else(|| {
+                Error::Protocol("the issuer has no pushed_authorization_request_endpoint".into())
+            })?;
+        let bytes = self
+            .authenticated_post(&url, client_id, key, params, dpop)
+            .await?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Protocol(format!("PAR response: {e}")))?;
+        body.get("request_uri")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Protocol("PAR response has no request_uri".into()))
+    }
+
+    /// The URL that sends the browser to the login, for a pushed request.
+    pub fn authorization_url(&self, client_id: &str, request_uri: &str) -> Result<String, Error> {
+        let endpoint = self
+            .metadata
+            .authorization_endpoint
+            .as_deref()
+            .ok_or_else(|| Error::Protocol("the issuer has no authorization_endpoint".into()))?;
+        let mut url = url::Url::parse(endpoint)
+            .map_err(|e| Error::Protocol(format!("authorization_endpoint: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("client_id", client_id)
+            .append_pair("request_uri", request_uri);
+        Ok(url.into())
+    }
+
+    /// POSTs `params` with client authentication (and a DPoP proof, retrying once for a nonce);
+    /// returns the body of a 2xx answer.
+    async fn authenticated_post(
+        &self,
+        url: &str,
+        client_id: &str,
+        key: &SigningKey,
+        params: &[(&str, &str)],
+        dpop: Option<&DpopKey>,
+    ) -> Result<Vec<u8>, Error> {
         for attempt in 0..2 {
             let assertion = client_assertion(key, client_id, &self.metadata.issuer, unix_now())?;
             let mut form: Vec<(&str, &str)> = params.to_vec();
@@ -309,12 +367,11 @@ impl Issuer {
             let status = response.status();
             let bytes = response.bytes().await?;
             if status.is_success() {
-                return serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::Protocol(format!("token response: {e}")));
+                return Ok(bytes.to_vec());
             }
             let error: ErrorResponse = serde_json::from_slice(&bytes).map_err(|_| {
                 Error::Protocol(format!(
-                    "token endpoint answered {status} without an OAuth error body"
+                    "{url} answered {status} without an OAuth error body"
                 ))
             })?;
             if error.error == segl_proto::ErrorCode::UseDpopNonce && dpop.is_some() && attempt == 0
@@ -326,8 +383,31 @@ impl Issuer {
                 error,
             });
         }
-        Err(Error::Protocol(
-            "the token endpoint kept asking for a DPoP nonce".into(),
-        ))
+        Err(Error::Protocol(format!(
+            "{url} kept asking for a DPoP nonce"
+        )))
+    }
+}
+
+/// A PKCE pair (RFC 7636): a 256-bit verifier and its S256 challenge.
+#[derive(Debug)]
+pub struct Pkce {
+    /// The verifier (sent with the code).
+    pub verifier: String,
+    /// The S256 challenge (sent at PAR).
+    pub challenge: String,
+}
+
+impl Pkce {
+    /// A new pair.
+    pub fn new() -> Result<Pkce, Error> {
+        let mut raw = [0u8; 32];
+        segl_jose::random_bytes(&mut raw)?;
+        let verifier = segl_jose::b64_encode(raw);
+        let challenge = segl_jose::b64_encode(segl_jose::sha256(verifier.as_bytes()));
+        Ok(Pkce {
+            verifier,
+            challenge,
+        })
     }
 }

@@ -11,6 +11,15 @@ pub struct Discovery {
     pub jwks_uri: String,
     /// The token endpoint.
     pub token_endpoint: String,
+    /// The authorization endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    /// The PAR endpoint (RFC 9126).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<String>,
+    /// Userinfo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
     /// Grant types the token endpoint serves.
     pub grant_types_supported: Vec<String>,
     /// Response types (empty until the authorization endpoint exists).

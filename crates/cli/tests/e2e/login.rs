@@ -501,3 +501,86 @@ both!(
         );
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segl_login_native_app_flow() {
+    use tokio::io::AsyncBufReadExt as _;
+    let fx = Fixture::new(Backend::Sqlite, "").await;
+    let server = fx.start().await;
+    let key_path = fx.dir.path().join("ehr.private.jwk.json");
+    std::fs::write(
+        &key_path,
+        serde_json::to_vec(&fx.client("ehr").key.to_private_jwk().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args([
+            "login",
+            "--no-open",
+            "--timeout",
+            "30",
+            "--issuer",
+            &server.issuer,
+            "--client-id",
+            "ehr",
+            "--scope",
+            "openid profile nhn:sfm/api helseid://scopes/identity/pid",
+            "--key",
+        ])
+        .arg(&key_path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("segl login printed no URL");
+        if let Some(u) = line
+            .trim()
+            .strip_prefix(&format!("{}/connect/authorize?", server.issuer))
+        {
+            break format!("{}/connect/authorize?{u}", server.base);
+        }
+    };
+    let mut browser = Browser::new();
+    let (status, h, _) = browser.get(&url).await;
+    assert_eq!(status, 303);
+    let (_, _, html) = browser.get(&location(&h)).await;
+    let field = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = html.find(&marker).unwrap() + marker.len();
+        html[start..].split('"').next().unwrap().to_owned()
+    };
+    let (status, h, _) = browser
+        .post_form(
+            &format!("{}/testidp/login", server.base),
+            &[
+                ("tx", &field("tx")),
+                ("csrf", &field("csrf")),
+                ("pid", "06828399789"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+    let callback = location(&h);
+    assert!(
+        callback.starts_with("http://127.0.0.1:") && callback.contains("/callback?code="),
+        "{callback}"
+    );
+    let (status, _, page) = browser.get(&callback).await;
+    assert_eq!(status, 200, "{page}");
+    let mut out = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(child.wait().await.unwrap().success(), "{out}");
+    let json: Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    assert_eq!(json["token_type"], "DPoP");
+    let at = claims_of(json["access_token"].as_str().unwrap());
+    assert_eq!(at["helseid://claims/identity/pid"], "06828399789");
+    assert!(json["id_token"].is_string());
+}

@@ -18,3 +18,4 @@ mod dpop;
 mod interop;
 mod keys;
 mod login;
+mod login_rejections;

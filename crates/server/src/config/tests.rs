@@ -146,3 +146,37 @@ fn development_defaults_need_no_file() {
     assert!(s.test_idp);
     assert!(matches!(s.kek, KekSource::DevFile(_)));
 }
+
+#[test]
+fn test_idp_refuses_a_production_like_issuer_unless_allowed() {
+    let https = client("").replace("http://127.0.0.1:8080", "https://segl.example");
+    let e = error_of(&format!("{https}\n[test_idp]\nenabled = true\n"));
+    assert!(
+        e.contains("test_idp") && e.contains("allow_in_production"),
+        "{e}"
+    );
+    let ok = Dir::new().load(&format!(
+        "{https}\n[test_idp]\nenabled = true\nallow_in_production = true\n"
+    ));
+    assert!(ok.unwrap().test_idp);
+    assert!(
+        !Dir::new().load(&https).unwrap().test_idp,
+        "off unless enabled"
+    );
+}
+
+#[test]
+fn person_register_is_validated() {
+    let base = client("");
+    let s = Dir::new()
+        .load(&format!("{base}\n[[person]]\npid = \"06828399789\"\ngiven_name = \"Kvart\"\nfamily_name = \"Grevling\"\nhpr_number = \"431001110\"\n"))
+        .unwrap();
+    assert_eq!(
+        s.persons["06828399789"].hpr_number.as_deref(),
+        Some("431001110")
+    );
+    let e = error_of(&format!(
+        "{base}\n[[person]]\npid = \"123\"\ngiven_name = \"A\"\nfamily_name = \"B\"\n"
+    ));
+    assert!(e.contains("person[0]") && e.contains("pid"), "{e}");
+}
