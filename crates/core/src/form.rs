@@ -11,8 +11,8 @@ use std::collections::HashMap;
 /// The most parameters one request may carry.
 pub const MAX_PARAMS: usize = 64;
 
-/// Parameter names that may appear more than once.
-const REPEATABLE: [&str; 1] = ["resource"];
+/// Parameter names that may appear more than once (RFC 8707 §2, RFC 8693 §2.1).
+const REPEATABLE: [&str; 2] = ["resource", "audience"];
 
 /// The parameters of a form body.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

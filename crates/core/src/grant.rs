@@ -26,6 +26,8 @@ pub enum TokenRequest {
     ClientCredentials(ClientCredentialsRequest),
     /// `authorization_code`.
     AuthorizationCode(crate::authorize::CodeExchange),
+    /// Token exchange (RFC 8693).
+    TokenExchange(crate::exchange::ExchangeRequest),
 }
 
 impl TokenRequest {
@@ -50,6 +52,20 @@ impl TokenRequest {
                     redirect_uri: form.take("redirect_uri"),
                     code_verifier: form.take("code_verifier"),
                     resource: form.take_all("resource"),
+                },
+            )),
+            grant::TOKEN_EXCHANGE => Ok(TokenRequest::TokenExchange(
+                crate::exchange::ExchangeRequest {
+                    subject_token: form
+                        .take("subject_token")
+                        .ok_or_else(|| OAuthError::invalid_request("subject_token is required"))?,
+                    subject_token_type: form.take("subject_token_type"),
+                    requested_token_type: form.take("requested_token_type"),
+                    scope: form.take("scope").map(|s| split_scope(&s)),
+                    resource: form.take_all("resource"),
+                    audience: form.take_all("audience"),
+                    actor_token_present: form.take("actor_token").is_some()
+                        || form.take("actor_token_type").is_some(),
                 },
             )),
             other => Err(OAuthError::new(

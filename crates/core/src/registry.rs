@@ -49,6 +49,10 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     /// Registered post-logout redirect URIs.
     pub post_logout_redirect_uris: Vec<String>,
+    /// Audiences whose tokens this client may exchange (it acts for their callers).
+    pub exchange_subject_audiences: Vec<String>,
+    /// Actors allowed to exchange this client's tokens (empty: any entitled actor).
+    pub exchange_actors: Vec<String>,
     /// Its public keys, parsed for each algorithm they fit.
     keys: Vec<VerifyingKey>,
 }
@@ -105,6 +109,8 @@ impl Client {
             require_dpop,
             redirect_uris: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
+            exchange_subject_audiences: Vec::new(),
+            exchange_actors: Vec::new(),
             keys,
         })
     }
@@ -124,6 +130,13 @@ impl Client {
     ) -> Client {
         self.redirect_uris = redirect_uris;
         self.post_logout_redirect_uris = post_logout;
+        self
+    }
+
+    /// The client with its token-exchange rights.
+    pub fn with_exchange(mut self, subject_audiences: Vec<String>, actors: Vec<String>) -> Client {
+        self.exchange_subject_audiences = subject_audiences;
+        self.exchange_actors = actors;
         self
     }
 

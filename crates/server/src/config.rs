@@ -35,6 +35,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub login: LoginConfig,
     #[serde(default)]
+    pub token_exchange: ExchangeConfig,
+    #[serde(default)]
     pub person: Vec<PersonConfig>,
     #[serde(default)]
     pub api: Vec<ApiConfig>,
@@ -123,6 +125,20 @@ pub struct TestIdpConfig {
     /// Allows the test IdP with an https issuer (a production-like configuration).
     #[serde(default)]
     pub allow_in_production: bool,
+}
+
+/// `[token_exchange]` (an extension of the contract).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExchangeConfig {
+    /// How many exchanges a token may have behind it (`act` nesting).
+    pub max_depth: usize,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        ExchangeConfig { max_depth: 3 }
+    }
 }
 
 /// `[login]`: browser sessions (an extension of the contract).
@@ -311,12 +327,14 @@ pub struct Settings {
     pub persons: std::collections::HashMap<String, segl_core::identity::Person>,
     /// Seconds a login session lasts.
     pub session_lifetime: i64,
+    /// `[token_exchange] max_depth`.
+    pub exchange_max_depth: usize,
     /// Keys the file sets that this version parses but does not act on yet.
     pub inert: Vec<String>,
 }
 
 /// Env variables that map to scalar keys: `SEGL_ISSUER`, `SEGL_TOKENS_SIGNING_ALG`, …
-const ENV_KEYS: [(&str, &str); 19] = [
+const ENV_KEYS: [(&str, &str); 20] = [
     ("issuer", ""),
     ("listen", ""),
     ("database", ""),
@@ -336,6 +354,7 @@ const ENV_KEYS: [(&str, &str); 19] = [
     ("enabled", "test_idp"),
     ("allow_in_production", "test_idp"),
     ("session_lifetime", "login"),
+    ("max_depth", "token_exchange"),
 ];
 
 /// The development defaults (DESIGN.md: no `--config`).
@@ -549,6 +568,12 @@ fn validate(
             "the test identity provider logs anyone in without credentials and this looks like production (https issuer): turn it off, or set test_idp.allow_in_production = true for a test environment".into(),
         ));
     }
+    if !(1..=10).contains(&file.token_exchange.max_depth) {
+        return Err(err(
+            "token_exchange.max_depth",
+            "must be between 1 and 10".into(),
+        ));
+    }
     if !(60..=7 * 86_400).contains(&file.login.session_lifetime) {
         return Err(err(
             "login.session_lifetime",
@@ -584,6 +609,7 @@ fn validate(
         dpop_nonce: file.dpop.nonce.clone(),
         persons,
         session_lifetime: file.login.session_lifetime,
+        exchange_max_depth: file.token_exchange.max_depth,
         inert,
     })
 }
@@ -827,7 +853,15 @@ fn build_client(
         )
     })
     .map(|client| {
-        client.with_redirects(c.redirect_uris.clone(), c.post_logout_redirect_uris.clone())
+        client
+            .with_redirects(c.redirect_uris.clone(), c.post_logout_redirect_uris.clone())
+            .with_exchange(
+                c.token_exchange
+                    .as_ref()
+                    .map(|t| t.subject_audiences.clone())
+                    .unwrap_or_default(),
+                c.token_exchange_actors.clone(),
+            )
     })
 }
 
@@ -895,6 +929,36 @@ fn check_organizations(file: &FileConfig) -> Result<(), (String, String)> {
         check_orgnr(&d.to).map_err(|w| (format!("delegation[{i}].to"), w))?;
     }
     let ids: BTreeSet<&str> = file.client.iter().map(|c| c.client_id.as_str()).collect();
+    let audiences: BTreeSet<&str> = file.api.iter().map(|a| a.audience.as_str()).collect();
+    for (i, c) in file.client.iter().enumerate() {
+        let Some(te) = &c.token_exchange else {
+            continue;
+        };
+        let key = format!(
+            "client[{i}] (client_id {:?}).token_exchange.subject_audiences",
+            c.client_id
+        );
+        if !c
+            .grant_types
+            .iter()
+            .any(|g| g == segl_proto::grant::TOKEN_EXCHANGE)
+        {
+            return Err((
+                key,
+                format!(
+                    "the client needs grant type {}",
+                    segl_proto::grant::TOKEN_EXCHANGE
+                ),
+            ));
+        }
+        if let Some(unknown) = te
+            .subject_audiences
+            .iter()
+            .find(|a| !audiences.contains(a.as_str()))
+        {
+            return Err((key, format!("{unknown:?} is not an [[api]] audience")));
+        }
+    }
     for (i, c) in file.client.iter().enumerate() {
         for actor in &c.token_exchange_actors {
             if !ids.contains(actor.as_str()) {

@@ -33,9 +33,10 @@ pub(crate) fn document(settings: &Settings, routes: &[Route]) -> Vec<u8> {
         .apis()
         .iter()
         .flat_map(|a| a.scopes.iter().map(String::as_str))
+        .chain(c::IDENTITY_SCOPES)
         .collect();
     scopes.sort_unstable();
-    let claims = [
+    let claims: &[&str] = &[
         "iss",
         "sub",
         "aud",
@@ -45,26 +46,59 @@ pub(crate) fn document(settings: &Settings, routes: &[Route]) -> Vec<u8> {
         "jti",
         "client_id",
         "scope",
+        "cnf",
+        "act",
+        "idp",
+        "amr",
+        "acr",
+        "auth_time",
+        "sid",
+        "name",
+        "given_name",
+        "middle_name",
+        "family_name",
         c::CLIENT_AMR,
         c::CLIENT_NAME,
         c::CLIENT_TENANCY,
         c::ORGNR_PARENT,
+        c::ORGNR_CHILD,
         c::ORGNR_SUPPLIER,
+        c::ORIGINAL_CLIENT_ID,
+        c::PID,
+        c::PID_PSEUDONYM,
+        c::SECURITY_LEVEL,
+        c::ASSURANCE_LEVEL,
+        c::NETWORK,
+        c::HPR_NUMBER,
+    ];
+    let grants = [
+        segl_proto::grant::CLIENT_CREDENTIALS,
+        segl_proto::grant::AUTHORIZATION_CODE,
+        segl_proto::grant::TOKEN_EXCHANGE,
     ];
     let extra = json!({
-        "grant_types_supported": [segl_proto::grant::CLIENT_CREDENTIALS],
-        "response_types_supported": [],
+        "grant_types_supported": grants,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
+        "request_object_signing_alg_values_supported": algs,
         "id_token_signing_alg_values_supported": [settings.signing_alg.name()],
         "access_token_signing_alg_values_supported": [settings.signing_alg.name()],
+        "userinfo_signing_alg_values_supported": [],
         "dpop_signing_alg_values_supported": algs,
         "subject_types_supported": ["public"],
         "scopes_supported": scopes,
         "claims_supported": claims,
         "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login"],
+        "request_parameter_supported": true,
+        "request_uri_parameter_supported": false,
+        "require_pushed_authorization_requests": true,
         "resource_indicators_supported": true,
         "authorization_response_iss_parameter_supported": true,
+        "acr_values_supported": ["Level4", "Level3", "High", "Substantial"],
+        "ui_locales_supported": ["nb", "en"],
     });
     if let Value::Object(extra) = extra {
         doc.extend(extra);

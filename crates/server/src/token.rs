@@ -12,6 +12,7 @@ use segl_core::authorize::{self, CodeGrant};
 use segl_core::client_auth::{
     self, AuthenticatedClient, ClientAuthParams, Endpoint, VerifiedAssertion,
 };
+use segl_core::exchange;
 use segl_core::form::Form;
 use segl_core::grant::{self, TokenRequest};
 use segl_core::{OAuthError, UnixTime};
@@ -91,7 +92,57 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
             };
             Ok(token_response(&response(access_token, &claims, id_token)))
         }
+        TokenRequest::TokenExchange(r) => {
+            let ring = app.keys.current();
+            let subject = exchange::verify_subject(
+                &r.subject_token,
+                &ring.verifiers,
+                &app.settings.issuer,
+                now,
+            )?;
+            if app.store.is_token_revoked(subject.jti()).await? {
+                return Err(OAuthError::invalid_request("invalid subject_token - revoked").into());
+            }
+            let max_depth = app.settings.exchange_max_depth;
+            let claims = exchange::exchange(
+                &client,
+                r,
+                &subject,
+                registry,
+                &app.policy,
+                max_depth,
+                now,
+                new_id()?,
+                dpop.as_ref(),
+            )?;
+            let access_token = sign_access_token(app, &claims)?;
+            audit_exchange(&subject, &claims);
+            let mut body = response(access_token, &claims, None);
+            body.issued_token_type = Some(exchange::ACCESS_TOKEN_TYPE.into());
+            Ok(token_response(&body))
+        }
     }
+}
+
+/// The exchange as an audit event: both clients, the person and the organizations.
+fn audit_exchange(subject: &exchange::SubjectToken, issued: &grant::AccessTokenClaims) {
+    let s = subject.claims();
+    let text = |k: &str| s.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    tracing::info!(
+        target: "segl::audit",
+        event = "token_exchange",
+        subject_client = text("client_id"),
+        subject_jti = text("jti"),
+        subject_aud = ?s.get("aud"),
+        actor = %issued.client_id,
+        actor_orgnr = ?issued.identity.get("act").and_then(|a| a.get(segl_proto::claims::ORGNR_PARENT)),
+        original_client = ?issued.identity.get(segl_proto::claims::ORIGINAL_CLIENT_ID),
+        orgnr_parent = %issued.orgnr_parent,
+        pid = text(segl_proto::claims::PID),
+        aud = %issued.aud,
+        jti = %issued.jti,
+        "token exchanged"
+    );
 }
 
 /// Redeems a code once (RFC 6749 §4.1.2): a second redemption is refused and revokes the

@@ -119,6 +119,9 @@ impl Fixture {
             ("no-cc", Alg::ES256),
             ("dpop-client", Alg::PS256),
             ("ehr", Alg::ES256),
+            ("sfm", Alg::ES256),
+            ("intruder", Alg::ES256),
+            ("rf-actor", Alg::RS256),
         ] {
             let key = SigningKey::generate(alg).unwrap();
             let jwks = json!({"keys": [key.public_jwk()]});
@@ -220,6 +223,35 @@ scopes = ["nhn:sfm/api", "nhn:reseptformidleren/rf", "openid", "profile", "offli
 redirect_uris = ["http://127.0.0.1:9000/callback", "https://ehr.example/cb"]
 post_logout_redirect_uris = ["http://127.0.0.1:9000/"]
 jwks_file = "ehr.jwks.json"
+token_exchange_actors = ["sfm", "rf-actor"]
+
+[[client]]
+client_id = "sfm"
+name = "Sentral forskrivningsmodul"
+organization = "994598759"
+grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["nhn:reseptformidleren/rf"]
+jwks_file = "sfm.jwks.json"
+introspection = true
+token_exchange = {{ subject_audiences = ["nhn:sfm"] }}
+
+[[client]]
+client_id = "intruder"
+name = "Not allowed by the EHR"
+organization = "999977775"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["nhn:reseptformidleren/rf"]
+jwks_file = "intruder.jwks.json"
+token_exchange = {{ subject_audiences = ["nhn:sfm"] }}
+
+[[client]]
+client_id = "rf-actor"
+name = "Reseptformidleren acting downstream"
+organization = "983544622"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["nhn:other/read", "nhn:sfm/api"]
+jwks_file = "rf-actor.jwks.json"
+token_exchange = {{ subject_audiences = ["nhn:reseptformidleren", "nhn:sfm"] }}
 
 [test_idp]
 enabled = true

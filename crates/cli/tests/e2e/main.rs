@@ -15,6 +15,7 @@ mod client_credentials;
 mod config_errors;
 mod discovery;
 mod dpop;
+mod exchange;
 mod interop;
 mod keys;
 mod login;
