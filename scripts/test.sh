@@ -6,6 +6,9 @@
 # PostgreSQL: SEGL_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test) must be
 # reachable; set it to the empty string to skip the PostgreSQL variants explicitly.
 # Interop: needs node and npm; SEGL_TEST_INTEROP=0 skips it explicitly.
+# Browser: a real-browser login (tests/browser) needs Debian's Chromium at /usr/bin/chromium
+# (`apt-get install chromium`; CHROMIUM=PATH for another binary), node and npm;
+# SEGL_TEST_BROWSER=0 skips it explicitly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +30,19 @@ if [ "$SEGL_TEST_INTEROP" = 1 ]; then
   command -v node >/dev/null && command -v npm >/dev/null || {
     echo "node and npm are needed for the interop tests (or set SEGL_TEST_INTEROP=0)." >&2; exit 1; }
   [ -d tests/interop/node_modules/oauth4webapi ] || npm ci --prefix tests/interop --no-audit --no-fund
+fi
+
+export SEGL_TEST_BROWSER="${SEGL_TEST_BROWSER-1}"
+if [ "$SEGL_TEST_BROWSER" = 1 ]; then
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || {
+    echo "Chromium is needed for the browser test: ${CHROMIUM:-/usr/bin/chromium} is missing." >&2
+    echo "Install it (Debian: apt-get install chromium), or set SEGL_TEST_BROWSER=0 to skip it." >&2
+    exit 1; }
+  command -v node >/dev/null && command -v npm >/dev/null || {
+    echo "node and npm are needed for the browser test (or set SEGL_TEST_BROWSER=0)." >&2; exit 1; }
+  # playwright-core only drives the installed Chromium; it never downloads a browser.
+  [ -d tests/browser/node_modules/playwright-core ] ||
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -139,6 +139,20 @@ pub fn is_national_id(pid: &str) -> bool {
             k => Some(k),
         }
     };
+    // Day (+40 for D-numbers) and month (+40 or +80 for synthetic test numbers) must be a date.
+    let two = |i: usize| digits.get(i).zip(digits.get(i + 1)).map(|(a, b)| a * 10 + b).unwrap_or(0);
+    let day = match two(0) {
+        d @ 41..=71 => d - 40,
+        d => d,
+    };
+    let month = match two(2) {
+        m @ 81..=92 => m - 80,
+        m @ 41..=52 => m - 40,
+        m => m,
+    };
+    if !(1..=31).contains(&day) || !(1..=12).contains(&month) {
+        return false;
+    }
     let k1 = check(&[3, 7, 6, 1, 8, 9, 4, 5, 2]);
     let k2 = check(&[5, 4, 3, 2, 7, 6, 5, 4, 3, 2]);
     k1 == digits.get(9).copied() && k2 == digits.get(10).copied()
@@ -182,6 +196,7 @@ mod tests {
         assert!(!is_national_id("0682839978"));
         assert!(!is_national_id("0682839978a"));
         assert!(!is_national_id("068283997890"));
+        assert!(!is_national_id("00000000000"), "check digits right, but no date");
     }
 
     fn login() -> Login {

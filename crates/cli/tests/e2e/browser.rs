@@ -63,7 +63,7 @@ jwks_file = "{CLIENT_ID}.jwks.json"
     let server = fx.start().await;
 
     // Stale screenshots must not pass for new ones.
-    for name in ["login-page.png", "after-login.png"] {
+    for name in ["login-page.png", "after-login.png", "failure.png"] {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
     let mut node = tokio::process::Command::new("node");
@@ -87,7 +87,10 @@ jwks_file = "{CLIENT_ID}.jwks.json"
         .expect("node is installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "login.mjs failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "login.mjs failed:\n{stdout}\n{stderr}"
+    );
     assert!(
         stdout.lines().any(|l| l.starts_with("verified ")),
         "{stdout}\n{stderr}"
