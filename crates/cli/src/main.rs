@@ -51,9 +51,42 @@ enum Command {
     /// Get and inspect tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Multi-tenancy: delegations from customer organizations to suppliers (beside the
+    /// configuration's `[[delegation]]` entries); running servers see changes within
+    /// `keys.refresh_interval`.
+    #[command(subcommand)]
+    Delegations(DelegationsCommand),
     /// Log a person in as a native app: PAR, the browser login, a loopback redirect, and the
     /// code exchange with PKCE and DPoP; prints the tokens.
     Login(LoginArgs),
+}
+
+#[derive(Subcommand)]
+enum DelegationsCommand {
+    /// List the delegations (configuration and store).
+    List(ConfigArgs),
+    /// Record that customer FROM delegates to supplier TO.
+    Add {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The customer organization number.
+        #[arg(long)]
+        from: String,
+        /// The supplier organization number.
+        #[arg(long)]
+        to: String,
+    },
+    /// Remove a delegation recorded in the store.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The customer organization number.
+        #[arg(long)]
+        from: String,
+        /// The supplier organization number.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -195,6 +228,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Keys(KeysCommand::Generate { alg, out }) => keys_generate(&alg, &out),
         Command::Token(get @ TokenCommand::Get { .. }) => token_get(get).await,
         Command::Login(args) => login::run(args).await,
+        Command::Delegations(command) => delegations(command).await,
         Command::Token(TokenCommand::Inspect { jwt, issuer }) => {
             inspect(&jwt, issuer.as_deref()).await
         }
@@ -238,6 +272,45 @@ async fn token_get(command: TokenCommand) -> Result<()> {
         )
         .await?;
     println!("{}", serde_json::to_string_pretty(&response)?);
+    Ok(())
+}
+
+async fn delegations(command: DelegationsCommand) -> Result<()> {
+    let orgnr = |s: &str| -> Result<()> {
+        if s.len() == 9 && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(())
+        } else {
+            bail!("{s:?} is not a nine-digit organization number")
+        }
+    };
+    match command {
+        DelegationsCommand::List(args) => {
+            let settings = settings(&args, false)?;
+            let store = segl_server::app::open_store(&settings.database).await?;
+            for (from, to) in &settings.delegations {
+                println!("{from} -> {to}  (configuration)");
+            }
+            for (from, to) in store.delegations().await? {
+                println!("{from} -> {to}  (store)");
+            }
+        }
+        DelegationsCommand::Add { config, from, to } => {
+            orgnr(&from)?;
+            orgnr(&to)?;
+            let settings = settings(&config, false)?;
+            let store = segl_server::app::open_store(&settings.database).await?;
+            store.add_delegation(&from, &to).await?;
+            println!("{from} now delegates to {to}");
+        }
+        DelegationsCommand::Remove { config, from, to } => {
+            let settings = settings(&config, false)?;
+            let store = segl_server::app::open_store(&settings.database).await?;
+            if !store.remove_delegation(&from, &to).await? {
+                bail!("no delegation {from} -> {to} in the store");
+            }
+            println!("removed {from} -> {to}");
+        }
+    }
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 
 use crate::client_auth::AuthenticatedClient;
 use crate::grant::{AccessTokenClaims, Confirmation};
+use crate::organization::OrgSelection;
 use crate::{OAuthError, Policy, Profile, Registry, UnixTime};
 use segl_jose::dpop::VerifiedDpop;
 use segl_jose::{JsonObject, UnverifiedJws, VerifyingKey};
@@ -115,6 +116,7 @@ pub fn exchange(
     now: UnixTime,
     jti: String,
     dpop: Option<&VerifiedDpop>,
+    actor_org: &OrgSelection,
 ) -> Result<AccessTokenClaims, OAuthError> {
     let client = actor.client();
     if !client.has_grant(segl_proto::grant::TOKEN_EXCHANGE) {
@@ -174,7 +176,7 @@ pub fn exchange(
     let exp = (now.secs() + policy.access_token_lifetime)
         .min(s.get("exp").and_then(Value::as_i64).unwrap_or(0));
     Ok(issued_claims(
-        actor, s, &aud, &scopes, policy, now, exp, jti, cnf,
+        actor, actor_org, s, &aud, &scopes, policy, now, exp, jti, cnf,
     ))
 }
 
@@ -280,6 +282,7 @@ fn target(
 #[allow(clippy::too_many_arguments)]
 fn issued_claims(
     actor: &AuthenticatedClient,
+    actor_org: &OrgSelection,
     s: &JsonObject,
     aud: &str,
     scopes: &[String],
@@ -317,12 +320,9 @@ fn issued_claims(
     let mut act = Map::new();
     act.insert("client_id".into(), json!(client.client_id));
     act.insert("iss".into(), json!(policy.issuer));
-    act.insert(c::ORGNR_PARENT.into(), json!(client.organization));
-    if let Some(child) = actor
-        .assertion_claims()
-        .get("helseid://claims/client/claims/orgnr_child")
-    {
-        act.insert(c::ORGNR_CHILD.into(), child.clone());
+    act.insert(c::ORGNR_PARENT.into(), json!(actor_org.parent));
+    if let Some(child) = &actor_org.child {
+        act.insert(c::ORGNR_CHILD.into(), json!(child));
     }
     if let Some(inner) = s.get("act") {
         act.insert("act".into(), inner.clone());
@@ -352,6 +352,10 @@ fn issued_claims(
         orgnr_parent: text(c::ORGNR_PARENT),
         orgnr_supplier: s
             .get(c::ORGNR_SUPPLIER)
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        orgnr_child: s
+            .get(c::ORGNR_CHILD)
             .and_then(Value::as_str)
             .map(str::to_owned),
         client_tenancy: tenancy,

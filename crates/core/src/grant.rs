@@ -2,6 +2,7 @@
 
 use crate::authorize::CodeGrant;
 use crate::client_auth::AuthenticatedClient;
+use crate::organization::OrgSelection;
 use crate::registry::Client;
 use crate::{Api, OAuthError, Policy, Profile, Registry, Tenancy, UnixTime};
 use segl_jose::dpop::VerifiedDpop;
@@ -28,6 +29,8 @@ pub enum TokenRequest {
     AuthorizationCode(crate::authorize::CodeExchange),
     /// Token exchange (RFC 8693).
     TokenExchange(crate::exchange::ExchangeRequest),
+    /// `refresh_token`.
+    RefreshToken(crate::refresh::RefreshRequest),
 }
 
 impl TokenRequest {
@@ -54,6 +57,15 @@ impl TokenRequest {
                     resource: form.take_all("resource"),
                 },
             )),
+            grant::REFRESH_TOKEN => {
+                Ok(TokenRequest::RefreshToken(crate::refresh::RefreshRequest {
+                    refresh_token: form
+                        .take("refresh_token")
+                        .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?,
+                    scope: form.take("scope").map(|s| split_scope(&s)),
+                    resource: form.take_all("resource"),
+                }))
+            }
             grant::TOKEN_EXCHANGE => Ok(TokenRequest::TokenExchange(
                 crate::exchange::ExchangeRequest {
                     subject_token: form
@@ -115,6 +127,12 @@ pub struct AccessTokenClaims {
         skip_serializing_if = "Option::is_none"
     )]
     pub orgnr_supplier: Option<String>,
+    /// `helseid://claims/client/claims/orgnr_child`.
+    #[serde(
+        rename = "helseid://claims/client/claims/orgnr_child",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub orgnr_child: Option<String>,
     /// `helseid://claims/client/client_tenancy`.
     #[serde(rename = "helseid://claims/client/client_tenancy")]
     pub client_tenancy: &'static str,
@@ -174,6 +192,7 @@ impl AccessTokenClaims {
 }
 
 /// RFC 6749 §4.4: a token for the client itself, for one API.
+#[allow(clippy::too_many_arguments)]
 pub fn client_credentials(
     client: &AuthenticatedClient,
     request: &ClientCredentialsRequest,
@@ -182,6 +201,7 @@ pub fn client_credentials(
     now: UnixTime,
     jti: String,
     dpop: Option<&VerifiedDpop>,
+    org: &OrgSelection,
 ) -> Result<AccessTokenClaims, OAuthError> {
     let cnf = binding(client, dpop)?;
     let client = client.client();
@@ -221,6 +241,7 @@ pub fn client_credentials(
         request.scope.is_some(),
     )?;
     let base = Issue {
+        org,
         policy,
         now,
         jti,
@@ -238,6 +259,7 @@ pub fn client_credentials(
 /// What every issued access token shares: the policy, the time, the id and the binding.
 struct Issue<'p> {
     policy: &'p Policy,
+    org: &'p OrgSelection,
     now: UnixTime,
     jti: String,
     cnf: Option<Confirmation>,
@@ -258,10 +280,17 @@ impl Issue<'_> {
             }
             Profile::Fapi2 => Value::from(scopes.join(" ")),
         };
-        let (tenancy, supplier) = match &client.tenancy {
-            Tenancy::Single => (c::SINGLE_TENANT, None),
-            Tenancy::Multi { supplier } => (c::MULTI_TENANT, Some(supplier.clone())),
+        let tenancy = match &client.tenancy {
+            Tenancy::Single => c::SINGLE_TENANT,
+            Tenancy::Multi { .. } => c::MULTI_TENANT,
         };
+        let mut identity = identity;
+        if let Some(journal) = &self.org.journal_id {
+            identity.insert(
+                crate::organization::SFM_JOURNAL_ID.into(),
+                Value::from(journal.clone()),
+            );
+        }
         AccessTokenClaims {
             iss: self.policy.issuer.clone(),
             aud: aud.to_owned(),
@@ -274,8 +303,9 @@ impl Issue<'_> {
             jti: self.jti,
             client_amr: c::AMR_PRIVATE_KEY_JWT,
             client_name: client.name.clone(),
-            orgnr_parent: client.organization.clone(),
-            orgnr_supplier: supplier,
+            orgnr_parent: self.org.parent.clone(),
+            orgnr_supplier: self.org.supplier.clone(),
+            orgnr_child: self.org.child.clone(),
             client_tenancy: tenancy,
             cnf: self.cnf,
             identity,
@@ -298,6 +328,7 @@ pub fn code_token(
     now: UnixTime,
     jti: String,
     dpop: Option<&VerifiedDpop>,
+    org: &OrgSelection,
 ) -> Result<AccessTokenClaims, OAuthError> {
     let cnf = binding(client, dpop)?;
     if let [one] = resource
@@ -338,6 +369,7 @@ pub fn code_token(
     let scopes: Vec<&str> = identity_scopes.chain(api).collect();
     let identity = grant.login.access_token_claims(&grant.request.scopes);
     let base = Issue {
+        org,
         policy,
         now,
         jti,

@@ -140,7 +140,13 @@ pub fn is_national_id(pid: &str) -> bool {
         }
     };
     // Day (+40 for D-numbers) and month (+40 or +80 for synthetic test numbers) must be a date.
-    let two = |i: usize| digits.get(i).zip(digits.get(i + 1)).map(|(a, b)| a * 10 + b).unwrap_or(0);
+    let two = |i: usize| {
+        digits
+            .get(i)
+            .zip(digits.get(i + 1))
+            .map(|(a, b)| a * 10 + b)
+            .unwrap_or(0)
+    };
     let day = match two(0) {
         d @ 41..=71 => d - 40,
         d => d,
@@ -196,7 +202,10 @@ mod tests {
         assert!(!is_national_id("0682839978"));
         assert!(!is_national_id("0682839978a"));
         assert!(!is_national_id("068283997890"));
-        assert!(!is_national_id("00000000000"), "check digits right, but no date");
+        assert!(
+            !is_national_id("00000000000"),
+            "check digits right, but no date"
+        );
     }
 
     fn login() -> Login {

@@ -13,7 +13,9 @@ pub mod exchange;
 pub mod form;
 pub mod grant;
 pub mod identity;
+pub mod organization;
 pub mod policy;
+pub mod refresh;
 pub mod registry;
 mod time;
 

@@ -53,6 +53,10 @@ pub struct Client {
     pub exchange_subject_audiences: Vec<String>,
     /// Actors allowed to exchange this client's tokens (empty: any entitled actor).
     pub exchange_actors: Vec<String>,
+    /// Whether the client may call the introspection endpoint.
+    pub introspection: bool,
+    /// Audiences (besides its own client_id) whose tokens it may introspect.
+    pub introspection_audiences: Vec<String>,
     /// Its public keys, parsed for each algorithm they fit.
     keys: Vec<VerifyingKey>,
 }
@@ -111,6 +115,8 @@ impl Client {
             post_logout_redirect_uris: Vec::new(),
             exchange_subject_audiences: Vec::new(),
             exchange_actors: Vec::new(),
+            introspection: false,
+            introspection_audiences: Vec::new(),
             keys,
         })
     }
@@ -137,6 +143,13 @@ impl Client {
     pub fn with_exchange(mut self, subject_audiences: Vec<String>, actors: Vec<String>) -> Client {
         self.exchange_subject_audiences = subject_audiences;
         self.exchange_actors = actors;
+        self
+    }
+
+    /// The client with its introspection rights.
+    pub fn with_introspection(mut self, allowed: bool, audiences: Vec<String>) -> Client {
+        self.introspection = allowed;
+        self.introspection_audiences = audiences;
         self
     }
 

@@ -151,12 +151,12 @@ pub fn check_proof(proof: &str, req: &ProofRequirements<'_>) -> Result<CheckedPr
     if jwk.has_private_members() {
         return Err(invalid("DPoP proof jwk contains a private key"));
     }
-    // (6) the signature, with that key.
-    let key = VerifyingKey::from_jwk(&jwk, jws.alg())
-        .map_err(|e| invalid(format!("DPoP proof jwk: {e}")))?;
+    // (6) the signature, with that key (parsed once per key and algorithm: clients reuse
+    // their DPoP keys, and an RSA key costs more to parse than to verify with).
     let jkt = jwk
         .thumbprint()
         .map_err(|e| invalid(format!("DPoP proof jwk: {e}")))?;
+    let key = cached_key(&jkt, &jwk, jws.alg())?;
     let claims = jws
         .verify(&key)
         .map_err(|_| invalid("DPoP proof signature does not verify"))?
@@ -182,11 +182,14 @@ pub fn check_proof(proof: &str, req: &ProofRequirements<'_>) -> Result<CheckedPr
             req.method
         )));
     }
-    // (9) htu, normalised, without query and fragment.
-    let expected =
-        normalize_htu(req.url).ok_or_else(|| invalid("request URL cannot be normalised"))?;
-    if normalize_htu(htu).as_deref() != Some(expected.as_str()) {
-        return Err(invalid(format!("DPoP proof htu does not match {expected}")));
+    // (9) htu, normalised, without query and fragment (the common exact match needs no
+    // parsing).
+    if htu != req.url {
+        let expected =
+            normalize_htu(req.url).ok_or_else(|| invalid("request URL cannot be normalised"))?;
+        if normalize_htu(htu).as_deref() != Some(expected.as_str()) {
+            return Err(invalid(format!("DPoP proof htu does not match {expected}")));
+        }
     }
     // (11) iat within the window, also when a nonce is present.
     if (iat - req.now).abs() > req.max_age {
@@ -221,6 +224,31 @@ pub fn check_proof(proof: &str, req: &ProofRequirements<'_>) -> Result<CheckedPr
         jti: jti.to_owned(),
         iat,
     })
+}
+
+/// Parsed proof keys by thumbprint and algorithm. Bounded: when full it is emptied, so a flood
+/// of one-off keys costs parsing, never memory.
+fn cached_key(jkt: &str, jwk: &Jwk, alg: Alg) -> Result<std::sync::Arc<VerifyingKey>, DpopError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    const CAPACITY: usize = 4096;
+    type Cache = Mutex<HashMap<(String, Alg), Arc<VerifyingKey>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let id = (jkt.to_owned(), alg);
+    if let Some(k) = cache.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        return Ok(k);
+    }
+    let key = Arc::new(
+        VerifyingKey::from_jwk(jwk, alg).map_err(|e| invalid(format!("DPoP proof jwk: {e}")))?,
+    );
+    if let Ok(mut m) = cache.lock() {
+        if m.len() >= CAPACITY {
+            m.clear();
+        }
+        m.insert(id, key.clone());
+    }
+    Ok(key)
 }
 
 /// Creates a DPoP proof (client side).

@@ -121,21 +121,29 @@ impl Jwk {
 
     /// The RFC 7638 thumbprint: base64url(SHA-256(canonical required members)).
     pub fn thumbprint(&self) -> Result<String, Error> {
-        let need =
-            |v: &Option<String>| v.clone().ok_or(Error::Key("missing member for thumbprint"));
-        // RFC 7638 §3.2: required members only, lexicographic order, no whitespace.
-        let canonical = match self.kty.as_str() {
-            "RSA" => serde_json::json!({"e": need(&self.e)?, "kty": "RSA", "n": need(&self.n)?}),
-            "EC" => serde_json::json!({
-                "crv": need(&self.crv)?, "kty": "EC", "x": need(&self.x)?, "y": need(&self.y)?
-            }),
-            "OKP" => {
-                serde_json::json!({"crv": need(&self.crv)?, "kty": "OKP", "x": need(&self.x)?})
-            }
+        // RFC 7638 §3.2: required members only, lexicographic order, no whitespace; each
+        // value as a JSON string.
+        let q = |v: &Option<String>| -> Result<String, Error> {
+            let v = v
+                .as_deref()
+                .ok_or(Error::Key("missing member for thumbprint"))?;
+            serde_json::to_string(v).map_err(|_| Error::Key("thumbprint"))
+        };
+        let text = match self.kty.as_str() {
+            "RSA" => format!(r#"{{"e":{},"kty":"RSA","n":{}}}"#, q(&self.e)?, q(&self.n)?),
+            "EC" => format!(
+                r#"{{"crv":{},"kty":"EC","x":{},"y":{}}}"#,
+                q(&self.crv)?,
+                q(&self.x)?,
+                q(&self.y)?
+            ),
+            "OKP" => format!(
+                r#"{{"crv":{},"kty":"OKP","x":{}}}"#,
+                q(&self.crv)?,
+                q(&self.x)?
+            ),
             _ => return Err(Error::Key("unsupported kty")),
         };
-        // serde_json's Map is a BTreeMap here (no preserve_order), so keys are sorted.
-        let text = serde_json::to_string(&canonical).map_err(|_| Error::Key("thumbprint"))?;
         Ok(b64::encode(crate::sha256(text.as_bytes())))
     }
 }

@@ -23,3 +23,7 @@ pub const USERINFO: &str = "/connect/userinfo";
 pub const END_SESSION: &str = "/connect/endsession";
 /// The built-in test identity provider's login form.
 pub const TEST_IDP_LOGIN: &str = "/testidp/login";
+/// Token revocation (RFC 7009).
+pub const REVOCATION: &str = "/connect/revocation";
+/// Token introspection (RFC 7662).
+pub const INTROSPECTION: &str = "/connect/introspect";

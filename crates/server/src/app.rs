@@ -4,7 +4,10 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::keys::{Kek, KeyError, KeyManager};
-use crate::{authorize, discovery, endsession, health, par, test_idp, token, userinfo};
+use crate::{
+    authorize, discovery, endsession, health, introspect, par, revocation, test_idp, token,
+    userinfo,
+};
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 use segl_core::Policy;
@@ -36,6 +39,32 @@ pub struct Inner {
     pub nonces: crate::dpop::Nonces,
     /// The key of `pid_pseudonym` (shared by every process through the store).
     pub pseudonym_key: aws_lc_rs::hmac::Key,
+    /// The key that derives a refresh token's successor (shared through the store).
+    pub refresh_key: aws_lc_rs::hmac::Key,
+    /// Delegations customer → supplier: the configuration's and the store's.
+    pub delegations: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
+}
+
+impl Inner {
+    /// Whether customer `from` has delegated to supplier `to`.
+    pub fn is_delegated(&self, from: &str, to: &str) -> bool {
+        let set = self.delegations.read().unwrap_or_else(|e| e.into_inner());
+        set.contains(&(from.to_owned(), to.to_owned()))
+    }
+
+    /// The successor of a refresh token: derived, so a retry gets the same one.
+    pub fn successor(&self, token: &str) -> String {
+        segl_jose::b64_encode(aws_lc_rs::hmac::sign(&self.refresh_key, token.as_bytes()).as_ref())
+    }
+
+    /// Re-reads the store's delegations (merged with the configuration's).
+    pub async fn refresh_delegations(&self) -> Result<(), segl_store::Error> {
+        let mut set: std::collections::HashSet<(String, String)> =
+            self.settings.delegations.iter().cloned().collect();
+        set.extend(self.store.delegations().await?);
+        *self.delegations.write().unwrap_or_else(|e| e.into_inner()) = set;
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for App {
@@ -117,6 +146,16 @@ pub(crate) fn routes() -> Vec<Route> {
             handler: get(endsession::endsession),
         },
         Route {
+            metadata: Some("revocation_endpoint"),
+            path: paths::REVOCATION,
+            handler: post(revocation::revocation),
+        },
+        Route {
+            metadata: Some("introspection_endpoint"),
+            path: paths::INTROSPECTION,
+            handler: post(introspect::introspect),
+        },
+        Route {
             metadata: None,
             path: paths::TEST_IDP_LOGIN,
             handler: get(test_idp::form).post(test_idp::submit),
@@ -173,6 +212,10 @@ impl App {
             &shared_secret(store.as_ref(), &settings, "dpop-nonce-hmac").await?,
             crate::dpop::NonceMode::parse(&settings.dpop_nonce),
         );
+        let refresh_key = aws_lc_rs::hmac::Key::new(
+            aws_lc_rs::hmac::HMAC_SHA256,
+            &shared_secret(store.as_ref(), &settings, "refresh-successor-hmac").await?,
+        );
         let pseudonym_key = aws_lc_rs::hmac::Key::new(
             aws_lc_rs::hmac::HMAC_SHA256,
             &shared_secret(store.as_ref(), &settings, "pid-pseudonym-hmac").await?,
@@ -186,7 +229,15 @@ impl App {
             discovery_json,
             nonces,
             pseudonym_key,
+            refresh_key,
+            delegations: Default::default(),
         }));
+        app.refresh_delegations()
+            .await
+            .map_err(|source| StartError::Store {
+                url: segl_store::redact_url(&app.settings.database),
+                source,
+            })?;
         Ok((app, kek_created))
     }
 
@@ -213,6 +264,9 @@ impl App {
                 let now = app.clock.now().secs();
                 if let Err(e) = app.keys.refresh(now).await {
                     tracing::warn!(error = %e, "key refresh failed; keeping the current keys");
+                }
+                if let Err(e) = app.refresh_delegations().await {
+                    tracing::warn!(error = %e, "delegation refresh failed; keeping the current ones");
                 }
                 n += 1;
                 // Purge about once a minute whatever the refresh interval.

@@ -329,6 +329,8 @@ pub struct Settings {
     pub session_lifetime: i64,
     /// `[token_exchange] max_depth`.
     pub exchange_max_depth: usize,
+    /// `[[delegation]]`: customer → supplier.
+    pub delegations: Vec<(String, String)>,
     /// Keys the file sets that this version parses but does not act on yet.
     pub inert: Vec<String>,
 }
@@ -583,7 +585,6 @@ fn validate(
     let mut inert = Vec::new();
     for (present, name) in [
         (!file.idp.is_empty(), "[[idp]]"),
-        (!file.delegation.is_empty(), "[[delegation]]"),
         (
             file.client.iter().any(|c| c.require_dpop != Some(false)),
             "client.require_dpop",
@@ -610,6 +611,11 @@ fn validate(
         persons,
         session_lifetime: file.login.session_lifetime,
         exchange_max_depth: file.token_exchange.max_depth,
+        delegations: file
+            .delegation
+            .iter()
+            .map(|d| (d.from.clone(), d.to.clone()))
+            .collect(),
         inert,
     })
 }
@@ -862,6 +868,7 @@ fn build_client(
                     .unwrap_or_default(),
                 c.token_exchange_actors.clone(),
             )
+            .with_introspection(c.introspection, c.introspection_audiences.clone())
     })
 }
 

@@ -74,6 +74,7 @@ pub(crate) fn document(settings: &Settings, routes: &[Route]) -> Vec<u8> {
     let grants = [
         segl_proto::grant::CLIENT_CREDENTIALS,
         segl_proto::grant::AUTHORIZATION_CODE,
+        segl_proto::grant::REFRESH_TOKEN,
         segl_proto::grant::TOKEN_EXCHANGE,
     ];
     let extra = json!({
@@ -83,6 +84,8 @@ pub(crate) fn document(settings: &Settings, routes: &[Route]) -> Vec<u8> {
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "request_object_signing_alg_values_supported": algs,
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
         "id_token_signing_alg_values_supported": [settings.signing_alg.name()],
         "access_token_signing_alg_values_supported": [settings.signing_alg.name()],
         "userinfo_signing_alg_values_supported": [],

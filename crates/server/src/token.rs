@@ -15,10 +15,13 @@ use segl_core::client_auth::{
 use segl_core::exchange;
 use segl_core::form::Form;
 use segl_core::grant::{self, TokenRequest};
+use segl_core::organization::{self, OrgSelection};
+use segl_core::refresh::{self, RefreshData};
 use segl_core::{OAuthError, UnixTime};
+use segl_jose::dpop::VerifiedDpop;
 use segl_proto::ErrorCode;
 use segl_proto::token::TokenResponse;
-use segl_store::{JtiKind, Redemption};
+use segl_store::{JtiKind, Redemption, Rotation};
 
 /// The largest request body accepted by form endpoints.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -53,44 +56,38 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
     let client = record_assertion(app, assertion).await?;
     let dpop = dpop::record(app, proof).await?;
-    let registry = &app.settings.registry;
+    // Which organization the client acts for: from its assertion (any grant, so a refresh can
+    // switch organization), else what the grant remembers.
+    let asserted = organization::from_assertion(client.assertion_claims())?.cloned();
     match &request {
         TokenRequest::ClientCredentials(r) => {
+            let org = select_org(app, &client, asserted.as_ref())?;
             let claims = grant::client_credentials(
                 &client,
                 r,
-                registry,
+                &app.settings.registry,
                 &app.policy,
                 now,
                 new_id()?,
                 dpop.as_ref(),
+                &org,
             )?;
             let access_token = sign_access_token(app, &claims)?;
             Ok(token_response(&response(access_token, &claims, None)))
         }
         TokenRequest::AuthorizationCode(exchange) => {
-            let (code_key, grant) = redeem(app, &exchange.code, now).await?;
-            authorize::check_exchange(&grant, exchange, &client, dpop.as_ref().map(|d| d.jkt()))?;
-            let jti = new_id()?;
-            // Recorded before the token exists, so a racing second redemption revokes it.
-            app.store.record_code_issue(&code_key, &jti).await?;
-            let claims = grant::code_token(
+            code_grant(
+                app,
                 &client,
-                &grant,
-                &exchange.resource,
-                registry,
-                &app.policy,
-                now,
-                jti,
+                exchange,
+                asserted.as_ref(),
                 dpop.as_ref(),
-            )?;
-            let access_token = sign_access_token(app, &claims)?;
-            let id_token = if grant.request.scopes.iter().any(|s| s == "openid") {
-                Some(id_token(app, &grant, &access_token, now)?)
-            } else {
-                None
-            };
-            Ok(token_response(&response(access_token, &claims, id_token)))
+                now,
+            )
+            .await
+        }
+        TokenRequest::RefreshToken(r) => {
+            refresh_grant(app, &client, r, asserted.as_ref(), dpop.as_ref(), now).await
         }
         TokenRequest::TokenExchange(r) => {
             let ring = app.keys.current();
@@ -103,17 +100,19 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
             if app.store.is_token_revoked(subject.jti()).await? {
                 return Err(OAuthError::invalid_request("invalid subject_token - revoked").into());
             }
+            let actor_org = select_org(app, &client, asserted.as_ref())?;
             let max_depth = app.settings.exchange_max_depth;
             let claims = exchange::exchange(
                 &client,
                 r,
                 &subject,
-                registry,
+                &app.settings.registry,
                 &app.policy,
                 max_depth,
                 now,
                 new_id()?,
                 dpop.as_ref(),
+                &actor_org,
             )?;
             let access_token = sign_access_token(app, &claims)?;
             audit_exchange(&subject, &claims);
@@ -122,6 +121,162 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
             Ok(token_response(&body))
         }
     }
+}
+
+fn select_org(
+    app: &App,
+    client: &AuthenticatedClient,
+    details: Option<&serde_json::Value>,
+) -> Result<OrgSelection, ApiError> {
+    let delegated = |from: &str, to: &str| app.is_delegated(from, to);
+    Ok(organization::select(client.client(), details, &delegated)?)
+}
+
+/// `authorization_code`: redeem, check, issue access token, ID token and (with
+/// `offline_access`) the first refresh token of a new family.
+async fn code_grant(
+    app: &App,
+    client: &AuthenticatedClient,
+    exchange: &authorize::CodeExchange,
+    asserted: Option<&serde_json::Value>,
+    dpop: Option<&VerifiedDpop>,
+    now: UnixTime,
+) -> Result<Response, ApiError> {
+    let (code_key, grant) = redeem(app, &exchange.code, now).await?;
+    authorize::check_exchange(&grant, exchange, client, dpop.map(|d| d.jkt()))?;
+    let details = asserted.or(grant.request.authorization_details.as_ref());
+    let org = select_org(app, client, details)?;
+    let jti = new_id()?;
+    // Recorded before the token exists, so a racing second redemption revokes it.
+    app.store.record_code_issue(&code_key, &jti).await?;
+    let claims = grant::code_token(
+        client,
+        &grant,
+        &exchange.resource,
+        &app.settings.registry,
+        &app.policy,
+        now,
+        jti,
+        dpop,
+        &org,
+    )?;
+    let access_token = sign_access_token(app, &claims)?;
+    let id_token = if grant.request.scopes.iter().any(|s| s == "openid") {
+        Some(id_token(app, &grant, &access_token, now)?)
+    } else {
+        None
+    };
+    let mut body = response(access_token, &claims, id_token);
+    if refresh::offered(client, &grant) {
+        let token = crate::session::random_token()?;
+        let expires_at = now.secs() + app.settings.tokens.refresh_token_lifetime;
+        let data = RefreshData {
+            grant,
+            org,
+            dpop_jkt: dpop.map(|d| d.jkt().to_owned()),
+        };
+        let json = serde_json::to_string(&data).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let family = new_id()?;
+        app.store
+            .insert_refresh(
+                &crate::session::key_of(&token),
+                &family,
+                &client.client().client_id,
+                &json,
+                expires_at,
+            )
+            .await?;
+        body.refresh_token = Some(token);
+        body.rt_expires_in = Some((expires_at - now.secs()).max(0) as u64);
+    }
+    Ok(token_response(&body))
+}
+
+/// `refresh_token`: rotate (the store decides first use, grace retry or reuse), check, issue.
+async fn refresh_grant(
+    app: &App,
+    client: &AuthenticatedClient,
+    request: &refresh::RefreshRequest,
+    asserted: Option<&serde_json::Value>,
+    dpop: Option<&VerifiedDpop>,
+    now: UnixTime,
+) -> Result<Response, ApiError> {
+    let old_key = crate::session::key_of(&request.refresh_token);
+    // Only the owning client may use (and so rotate) a refresh token.
+    match app.store.refresh_owner(&old_key, now.secs()).await? {
+        Some((_, owner)) if owner == client.client().client_id => {}
+        _ => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the refresh token is unknown, expired or not this client's",
+            )
+            .into());
+        }
+    }
+    let successor = app.successor(&request.refresh_token);
+    let grace = app.settings.tokens.refresh_token_grace;
+    let (data, expires_at) = match app
+        .store
+        .rotate_refresh(
+            &old_key,
+            &crate::session::key_of(&successor),
+            now.secs(),
+            grace,
+        )
+        .await?
+    {
+        Rotation::Rotated {
+            data, expires_at, ..
+        }
+        | Rotation::Grace {
+            data, expires_at, ..
+        } => (data, expires_at),
+        Rotation::Reused { family_id } => {
+            tracing::warn!(client_id = %client.client().client_id, family = %family_id, "refresh token reused: family revoked");
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the refresh token was already used; its family is revoked",
+            )
+            .into());
+        }
+        Rotation::Revoked => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the refresh token has been revoked",
+            )
+            .into());
+        }
+        Rotation::Missing => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the refresh token is unknown or expired",
+            )
+            .into());
+        }
+    };
+    let data: RefreshData = serde_json::from_str(&data)
+        .map_err(|e| ApiError::Internal(format!("stored refresh data: {e}")))?;
+    let grant = refresh::check(&data, client, request, dpop.map(|d| d.jkt()))?;
+    let org = match asserted {
+        Some(details) => select_org(app, client, Some(details))?,
+        None => data.org.clone(),
+    };
+    let claims = grant::code_token(
+        client,
+        &grant,
+        &request.resource,
+        &app.settings.registry,
+        &app.policy,
+        now,
+        new_id()?,
+        dpop,
+        &org,
+    )?;
+    let access_token = sign_access_token(app, &claims)?;
+    let mut body = response(access_token, &claims, None);
+    body.refresh_token = Some(successor);
+    body.rt_expires_in = Some((expires_at - now.secs()).max(0) as u64);
+    Ok(token_response(&body))
 }
 
 /// The exchange as an audit event: both clients, the person and the organizations.

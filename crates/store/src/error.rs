@@ -56,7 +56,8 @@ pub(crate) fn from_sqlx(
 
 /// The longest `key` the store accepts, in bytes (a SHA-512 digest): the keys of
 /// [`crate::Store::insert_jti`], [`crate::Store::put_record`] and the other record methods,
-/// and of [`crate::Store::insert_code`] and the other code methods.
+/// of [`crate::Store::insert_code`] and the other code methods, and of
+/// [`crate::Store::insert_refresh`] and the other refresh-token methods.
 pub(crate) const MAX_KEY_LEN: usize = 64;
 
 /// Rejects a key longer than [`MAX_KEY_LEN`] with [`Error::Corrupt`]: callers pass a
@@ -73,23 +74,32 @@ pub(crate) fn check_key(what: &str, key: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The longest token id ([`crate::Store::record_code_issue`], [`crate::Store::revoke_token`],
-/// [`crate::Store::is_token_revoked`]) the store accepts, in bytes. Segl's own `jti`s are 32
-/// hex digits; the bound keeps an unbounded caller-controlled value out of a unique index
-/// (PostgreSQL refuses index entries over about 2.7 kB with an error that would otherwise be
-/// reported as [`Error::Unavailable`]).
-pub(crate) const MAX_TOKEN_ID_LEN: usize = 255;
+/// The longest identifier the store accepts, in bytes: token ids
+/// ([`crate::Store::record_code_issue`], [`crate::Store::revoke_token`],
+/// [`crate::Store::is_token_revoked`]), refresh-token family and client ids
+/// ([`crate::Store::insert_refresh`] and the other refresh methods) and organization numbers
+/// ([`crate::Store::add_delegation`] and the other delegation methods). Segl's own `jti`s are
+/// 32 hex digits and organization numbers nine digits; the bound keeps an unbounded
+/// caller-controlled value out of a unique index (PostgreSQL refuses index entries over about
+/// 2.7 kB with an error that would otherwise be reported as [`Error::Unavailable`]).
+pub(crate) const MAX_ID_LEN: usize = 255;
 
-/// Rejects a token id longer than [`MAX_TOKEN_ID_LEN`] bytes or containing NUL (see
-/// [`check_text`]) with [`Error::Corrupt`].
+/// Rejects a token id longer than [`MAX_ID_LEN`] bytes or containing NUL (see [`check_id`]).
 pub(crate) fn check_token_id(jti: &str) -> Result<(), Error> {
-    if jti.len() > MAX_TOKEN_ID_LEN {
+    check_id("token id", jti)
+}
+
+/// Rejects an identifier longer than [`MAX_ID_LEN`] bytes or containing NUL (see
+/// [`check_text`]) with [`Error::Corrupt`]. `what` names the identifier in the message (e.g.
+/// `"refresh family id"`).
+pub(crate) fn check_id(what: &str, id: &str) -> Result<(), Error> {
+    if id.len() > MAX_ID_LEN {
         return Err(Error::Corrupt(format!(
-            "token id is {} bytes; at most {MAX_TOKEN_ID_LEN} are allowed",
-            jti.len()
+            "{what} is {} bytes; at most {MAX_ID_LEN} are allowed",
+            id.len()
         )));
     }
-    check_text("token id", jti)
+    check_text(what, id)
 }
 
 /// Rejects text containing a NUL character with [`Error::Corrupt`]. PostgreSQL cannot store

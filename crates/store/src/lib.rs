@@ -9,6 +9,7 @@
 mod error;
 mod migrate;
 mod postgres;
+mod refresh;
 mod sqlite;
 
 pub use error::Error;
@@ -100,6 +101,40 @@ impl Redemption {
     }
 }
 
+/// The outcome of [`Store::rotate_refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// First use of a live refresh token: it is now replaced by the successor, which was
+    /// inserted with the same family, data and absolute expiry.
+    Rotated {
+        /// The family.
+        family_id: String,
+        /// The grant's data.
+        data: String,
+        /// The family's absolute expiry.
+        expires_at: i64,
+    },
+    /// A retry with the just-replaced token inside the grace window, naming the same successor
+    /// that has not been used yet: answer safely again; nothing changes.
+    Grace {
+        /// The family.
+        family_id: String,
+        /// The grant's data.
+        data: String,
+        /// The family's absolute expiry.
+        expires_at: i64,
+    },
+    /// Any other use of a replaced token: the whole family has now been revoked.
+    Reused {
+        /// The revoked family.
+        family_id: String,
+    },
+    /// The family was revoked earlier.
+    Revoked,
+    /// No such token, or it has expired.
+    Missing,
+}
+
 /// A token-signing key as stored: the public JWK in clear, the private key encrypted by the
 /// caller (the store never sees a key-encryption key).
 #[derive(Clone, PartialEq, Eq)]
@@ -149,8 +184,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes every row whose `expires_at` is before `now` (a row expiring exactly at `now` is
     /// kept): `jti`s, records, authorization codes together with the token ids recorded for
-    /// them, and revocations; also the token ids recorded for codes that no longer exist.
-    /// Returns how many rows were deleted in all. One transaction.
+    /// them, revocations, and refresh tokens and refresh-token families (replaced, revoked or
+    /// not); also the token ids recorded for codes that no longer exist. Returns how many rows
+    /// were deleted in all. One transaction.
     async fn purge_expired(&self, now: i64) -> Result<u64, Error>;
 
     /// Every stored signing key, oldest `activate_at` first.
@@ -242,6 +278,87 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Errors: [`Error::Corrupt`] for a `jti` over 255 bytes or containing NUL (no such id
     /// can have been revoked, but a revocation check fails closed).
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, Error>;
+
+    /// Stores the first refresh token of a new family (`key` a digest of the token, at most 64
+    /// bytes; `data` the grant, opaque text without NUL). The family (`family_id`, owned by
+    /// `client_id`) is created when absent and expires, absolutely, at `expires_at`: every
+    /// token rotated from this one has the same expiry. Adding a token to a family that
+    /// already exists (same client) keeps the later of the two expiries, so no token outlives
+    /// its family. One transaction.
+    ///
+    /// Errors: [`Error::Conflict`] when a refresh token with this key exists (replaced,
+    /// expired but not yet purged, or live), or when the family exists and belongs to another
+    /// client (nothing is written); [`Error::Corrupt`] for a longer key, `data` containing
+    /// NUL, or a `family_id` / `client_id` over 255 bytes or containing NUL.
+    async fn insert_refresh(
+        &self,
+        key: &[u8],
+        family_id: &str,
+        client_id: &str,
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), Error>;
+
+    /// Uses a refresh token, atomically: one transaction (SQLite: `BEGIN IMMEDIATE`;
+    /// PostgreSQL: retried on serialization failure or deadlock) reads the token `old_key`
+    /// with its family and decides, in this order:
+    /// - unknown, or expired at `now` (`expires_at <= now`) → [`Rotation::Missing`];
+    /// - its family was revoked → [`Rotation::Revoked`];
+    /// - live and not yet replaced: mark it replaced by `new_key` at `now` (a conditional
+    ///   `UPDATE … WHERE replaced_at IS NULL`, so of concurrent callers exactly one does),
+    ///   insert `new_key` with the same family, data and expiry → [`Rotation::Rotated`];
+    /// - replaced by this same `new_key` no more than `grace` seconds before `now`
+    ///   (`now - replaced_at <= grace`), and that successor not replaced itself →
+    ///   [`Rotation::Grace`], changing nothing;
+    /// - replaced otherwise (a different `new_key`, after the grace window, or after the
+    ///   successor was used) → the family is revoked at `now` → [`Rotation::Reused`].
+    ///
+    /// Of concurrent callers with the same `old_key` and `new_key`, on one process or many,
+    /// exactly one gets `Rotated` and the others `Grace` (inside the window): never two
+    /// successors. `new_key` must be derived from the old token (so a retry names the same
+    /// successor) and is at most 64 bytes.
+    ///
+    /// Errors: [`Error::Conflict`] when the token would be rotated but `new_key` is already a
+    /// refresh token (including `new_key == old_key`; nothing changes); [`Error::Corrupt`]
+    /// for a key over 64 bytes.
+    async fn rotate_refresh(
+        &self,
+        old_key: &[u8],
+        new_key: &[u8],
+        now: i64,
+        grace: i64,
+    ) -> Result<Rotation, Error>;
+
+    /// The `(family_id, client_id)` of a refresh token whose row exists and has not expired at
+    /// `now` (`expires_at > now`): live or replaced, in a revoked family or not — so that
+    /// revocation (RFC 7009) finds the family by any of its tokens. `None` for an unknown or
+    /// expired token.
+    ///
+    /// Errors: [`Error::Corrupt`] for a key over 64 bytes.
+    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error>;
+
+    /// Revokes a refresh-token family (every token of it then rotates to
+    /// [`Rotation::Revoked`]); returns whether the family exists. Idempotent: revoking again
+    /// keeps the first revocation. Takes no `now`: the revocation time is stored from the
+    /// database's clock and is informational only (only its being set is ever read).
+    ///
+    /// Errors: [`Error::Corrupt`] for a `family_id` over 255 bytes or containing NUL.
+    async fn revoke_refresh_family(&self, family_id: &str) -> Result<bool, Error>;
+
+    /// Records a delegation from a customer organization `from` to a supplier `to`
+    /// (multi-tenancy; organization numbers as text). Recording it again does nothing.
+    ///
+    /// Errors: [`Error::Corrupt`] for an organization number over 255 bytes or containing NUL.
+    async fn add_delegation(&self, from: &str, to: &str) -> Result<(), Error>;
+
+    /// Removes a delegation; returns whether it existed.
+    ///
+    /// Errors: [`Error::Corrupt`] for an organization number over 255 bytes or containing NUL.
+    async fn remove_delegation(&self, from: &str, to: &str) -> Result<bool, Error>;
+
+    /// Every delegation `(from, to)`, sorted by `from` then `to`, comparing bytes (the same
+    /// order on every backend, whatever the database's collation).
+    async fn delegations(&self) -> Result<Vec<(String, String)>, Error>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (created if missing; `sqlite::memory:`

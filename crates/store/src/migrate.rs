@@ -38,6 +38,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         sql: include_str!("../migrations/sqlite/0002_login.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("../migrations/sqlite/0003_refresh.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -49,6 +53,10 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("../migrations/postgres/0002_login.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("../migrations/postgres/0003_refresh.sql"),
     },
 ];
 
@@ -191,7 +199,8 @@ mod tests {
     fn pending_skips_applied_versions() {
         assert_eq!(pending(SQLITE, &[]).len(), SQLITE.len());
         assert_eq!(pending(SQLITE, &[1]).len(), SQLITE.len() - 1);
-        assert!(pending(SQLITE, &[1, 2]).is_empty());
-        assert!(pending(SQLITE, &[1, 2, 99]).is_empty());
+        assert_eq!(pending(SQLITE, &[1, 2]).len(), SQLITE.len() - 2);
+        assert!(pending(SQLITE, &[1, 2, 3]).is_empty());
+        assert!(pending(SQLITE, &[1, 2, 3, 99]).is_empty());
     }
 }

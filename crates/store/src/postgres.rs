@@ -1,19 +1,27 @@
 //! The PostgreSQL [`Store`], for many Segl processes sharing one database.
 //!
 //! Every operation is a single statement in its own (READ COMMITTED) transaction, except
-//! `purge_expired` (one transaction of several `DELETE`s) and `redeem_code` (a second
-//! statement reads a code the first did not redeem). `insert_jti` is `INSERT … ON CONFLICT DO
-//! NOTHING`, so the primary key decides which of any number of concurrent callers, on any
-//! process, recorded the key; `take_record` and `redeem_code` are decided by a `DELETE` /
-//! `UPDATE … RETURNING` whose row lock lets exactly one caller change (and so get) the row.
+//! `purge_expired` (one transaction of several `DELETE`s), `redeem_code` (a second
+//! statement reads a code the first did not redeem), and `insert_refresh` / `rotate_refresh`
+//! (one transaction each, at the server's default isolation). `insert_jti` is `INSERT … ON
+//! CONFLICT DO NOTHING`, so the primary key decides which of any number of concurrent callers,
+//! on any process, recorded the key; `take_record` and `redeem_code` are decided by a `DELETE` /
+//! `UPDATE … RETURNING` whose row lock lets exactly one caller change (and so get) the row;
+//! `rotate_refresh` is decided by a conditional `UPDATE … WHERE replaced_at IS NULL` in the same
+//! way: under READ COMMITTED a caller whose `UPDATE` matched nothing reads the token again (the
+//! new statement sees the winner's commit) and answers from what it finds; under REPEATABLE
+//! READ or SERIALIZABLE its `UPDATE` fails with a serialization failure instead, and the whole
+//! transaction is retried.
 //! Operations never hang when the database is down: acquiring a connection times out after 5 s
 //! and a whole operation after 15 s (each of `redeem_code`'s two steps), both reported as
 //! [`Error::Unavailable`]. Serialization failures and deadlocks (SQLSTATE 40001 / 40P01,
 //! possible when the server defaults to SERIALIZABLE) are retried a few times: a failed
-//! statement was rolled back, so it is simply run again. The password in the URL never appears in `Debug` output or error messages.
+//! statement or transaction was rolled back, so it is simply run again. The password in the
+//! URL never appears in `Debug` output or error messages.
 
-use crate::error::{check_key, check_text, check_token_id, from_sqlx};
-use crate::{Error, JtiKind, RecordKind, Redemption, Store, StoredKey, redact_url};
+use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
+use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
+use crate::{Error, JtiKind, RecordKind, Redemption, Rotation, Store, StoredKey, redact_url};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::error::DatabaseError;
@@ -143,16 +151,146 @@ fn database_error(e: &dyn DatabaseError) -> Error {
 }
 
 /// Deletes the rows of one table that expired before `now` (the one parameter).
-const PURGE_EXPIRED: [&str; 4] = [
+const PURGE_EXPIRED: [&str; 6] = [
     "DELETE FROM jti WHERE expires_at < $1",
     "DELETE FROM records WHERE expires_at < $1",
     "DELETE FROM codes WHERE expires_at < $1",
     "DELETE FROM revoked_tokens WHERE expires_at < $1",
+    "DELETE FROM refresh_tokens WHERE expires_at < $1",
+    "DELETE FROM refresh_families WHERE expires_at < $1",
 ];
 
 /// Deletes the recorded issues of codes that no longer exist (run after purging `codes`).
 const PURGE_ORPHAN_ISSUES: &str = "DELETE FROM code_issues WHERE NOT EXISTS \
      (SELECT 1 FROM codes WHERE codes.key = code_issues.code_key)";
+
+/// Inserts a refresh token (`key`, `family_id`, `data`, `expires_at`), not yet replaced.
+const INSERT_REFRESH_TOKEN: &str =
+    "INSERT INTO refresh_tokens (key, family_id, data, expires_at) VALUES ($1, $2, $3, $4)";
+
+/// Reads the refresh token `key` for a rotation: the columns of [`TokenRow`].
+const READ_FOR_ROTATION: &str = "SELECT t.family_id, t.data, t.expires_at, t.replaced_by, \
+     t.replaced_at, f.revoked_at, s.key, s.replaced_at \
+     FROM refresh_tokens t \
+     JOIN refresh_families f ON f.family_id = t.family_id \
+     LEFT JOIN refresh_tokens s ON s.key = t.replaced_by \
+     WHERE t.key = $1";
+
+/// One attempt of [`Store::insert_refresh`], in one transaction: creates the family or keeps
+/// the later expiry of an existing one, then inserts the token when the family is
+/// `client_id`'s. `Ok(false)` (nothing written) when it belongs to another client.
+async fn insert_refresh_once(
+    pool: &PgPool,
+    key: &[u8],
+    family_id: &str,
+    client_id: &str,
+    data: &str,
+    expires_at: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let owner: String = sqlx::query_scalar(
+        "INSERT INTO refresh_families (family_id, client_id, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (family_id) DO UPDATE SET expires_at = \
+         CASE WHEN EXCLUDED.expires_at > refresh_families.expires_at \
+         THEN EXCLUDED.expires_at ELSE refresh_families.expires_at END \
+         RETURNING client_id",
+    )
+    .bind(family_id)
+    .bind(client_id)
+    .bind(expires_at)
+    .fetch_one(&mut *tx)
+    .await?;
+    if owner != client_id {
+        // Dropping `tx` rolls the upsert back.
+        return Ok(false);
+    }
+    sqlx::query(INSERT_REFRESH_TOKEN)
+        .bind(key)
+        .bind(family_id)
+        .bind(data)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// One attempt of [`Store::rotate_refresh`], in one transaction: read the token, then do what
+/// [`crate::refresh::decide`] says. When the conditional `UPDATE` matches nothing (a concurrent
+/// caller replaced the token and committed while this one waited for the row lock) the token
+/// is read again. `Ok(None)` when that keeps happening (it cannot: see
+/// [`crate::refresh::MAX_PASSES`]).
+async fn rotate_refresh_once(
+    pool: &PgPool,
+    old_key: &[u8],
+    new_key: &[u8],
+    now: i64,
+    grace: i64,
+) -> Result<Option<Rotation>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for _ in 0..MAX_PASSES {
+        let row: Option<TokenRow> = sqlx::query_as(READ_FOR_ROTATION)
+            .bind(old_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match decide(row.map(TokenState::from), new_key, now, grace) {
+            Step::Answer(outcome) => outcome,
+            Step::RevokeFamily { family_id } => {
+                sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = $2 \
+                     WHERE family_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(&family_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Rotation::Reused { family_id }
+            }
+            Step::Replace {
+                family_id,
+                data,
+                expires_at,
+            } => {
+                let done = sqlx::query(
+                    "UPDATE refresh_tokens SET replaced_by = $2, replaced_at = $3 \
+                     WHERE key = $1 AND replaced_at IS NULL",
+                )
+                .bind(old_key)
+                .bind(new_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    continue;
+                }
+                sqlx::query(INSERT_REFRESH_TOKEN)
+                    .bind(new_key)
+                    .bind(&family_id)
+                    .bind(&data)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                Rotation::Rotated {
+                    family_id,
+                    data,
+                    expires_at,
+                }
+            }
+        };
+        tx.commit().await?;
+        return Ok(Some(outcome));
+    }
+    Ok(None)
+}
+
+/// Names what exists when inserting a refresh token hit a unique violation: the token's key
+/// is the only unique value [`insert_refresh_once`] and [`rotate_refresh_once`] insert.
+fn refresh_insert_conflict(err: Error) -> Error {
+    match err {
+        Error::Conflict(_) => Error::Conflict("a refresh token with this key exists".to_owned()),
+        other => other,
+    }
+}
 
 /// Reads one `signing_keys` row.
 fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
@@ -468,6 +606,131 @@ impl Store for PgStore {
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)")
                 .bind(jti)
                 .fetch_one(&self.pool)
+        })
+        .await
+    }
+
+    /// One transaction (see `insert_refresh_once`), retried as a whole.
+    async fn insert_refresh(
+        &self,
+        key: &[u8],
+        family_id: &str,
+        client_id: &str,
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        check_key("refresh token key", key)?;
+        check_id("refresh family id", family_id)?;
+        check_id("client id", client_id)?;
+        check_text("refresh token data", data)?;
+        let inserted = self
+            .run("insert_refresh", || {
+                insert_refresh_once(&self.pool, key, family_id, client_id, data, expires_at)
+            })
+            .await
+            .map_err(refresh_insert_conflict)?;
+        if !inserted {
+            return Err(Error::Conflict(format!(
+                "refresh family {family_id:?} belongs to another client"
+            )));
+        }
+        Ok(())
+    }
+
+    /// One transaction (see `rotate_refresh_once`), retried as a whole: a serialization
+    /// failure or deadlock rolled everything back, so the retry decides afresh.
+    async fn rotate_refresh(
+        &self,
+        old_key: &[u8],
+        new_key: &[u8],
+        now: i64,
+        grace: i64,
+    ) -> Result<Rotation, Error> {
+        check_key("refresh token key", old_key)?;
+        check_key("refresh token key", new_key)?;
+        self.run("rotate_refresh", || {
+            rotate_refresh_once(&self.pool, old_key, new_key, now, grace)
+        })
+        .await
+        .map_err(refresh_insert_conflict)?
+        .ok_or_else(|| {
+            Error::Unavailable(
+                "refresh token rotation kept losing to concurrent rotations".to_owned(),
+            )
+        })
+    }
+
+    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error> {
+        check_key("refresh token key", key)?;
+        self.run("refresh_owner", || {
+            sqlx::query_as(
+                "SELECT t.family_id, f.client_id FROM refresh_tokens t \
+                 JOIN refresh_families f ON f.family_id = t.family_id \
+                 WHERE t.key = $1 AND t.expires_at > $2",
+            )
+            .bind(key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+        })
+        .await
+    }
+
+    /// `COALESCE` keeps the first revocation time, so the `UPDATE` matches the family whether
+    /// or not it was revoked before: its row count tells whether it exists.
+    async fn revoke_refresh_family(&self, family_id: &str) -> Result<bool, Error> {
+        check_id("refresh family id", family_id)?;
+        let done = self
+            .run("revoke_refresh_family", || {
+                sqlx::query(
+                    "UPDATE refresh_families SET revoked_at = \
+                     COALESCE(revoked_at, CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)) \
+                     WHERE family_id = $1",
+                )
+                .bind(family_id)
+                .execute(&self.pool)
+            })
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_delegation(&self, from: &str, to: &str) -> Result<(), Error> {
+        check_id("organization number", from)?;
+        check_id("organization number", to)?;
+        self.run("add_delegation", || {
+            sqlx::query(
+                "INSERT INTO delegations (from_org, to_org) VALUES ($1, $2) \
+                 ON CONFLICT (from_org, to_org) DO NOTHING",
+            )
+            .bind(from)
+            .bind(to)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn remove_delegation(&self, from: &str, to: &str) -> Result<bool, Error> {
+        check_id("organization number", from)?;
+        check_id("organization number", to)?;
+        let done = self
+            .run("remove_delegation", || {
+                sqlx::query("DELETE FROM delegations WHERE from_org = $1 AND to_org = $2")
+                    .bind(from)
+                    .bind(to)
+                    .execute(&self.pool)
+            })
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// `COLLATE "C"` compares bytes, as SQLite does, whatever the database's collation.
+    async fn delegations(&self) -> Result<Vec<(String, String)>, Error> {
+        self.run("delegations", || {
+            sqlx::query_as(
+                "SELECT from_org, to_org FROM delegations \
+                 ORDER BY from_org COLLATE \"C\", to_org COLLATE \"C\"",
+            )
+            .fetch_all(&self.pool)
         })
         .await
     }

@@ -8,9 +8,13 @@
 //! primary key decides which of several concurrent callers recorded the key, and
 //! `take_record` / `redeem_code` decide with a single `DELETE` / `UPDATE … RETURNING`
 //! statement, so the one writer that changes the row is the one that gets it.
+//! `rotate_refresh` and `insert_refresh` run their statements in one `BEGIN IMMEDIATE`
+//! transaction: it takes the write lock before the first read, so no other writer, in this
+//! process or another, can change the token between the read and the writes that depend on it.
 
-use crate::error::{check_key, check_text, check_token_id, from_sqlx};
-use crate::{Error, JtiKind, RecordKind, Redemption, Store, StoredKey, redact_url};
+use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
+use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
+use crate::{Error, JtiKind, RecordKind, Redemption, Rotation, Store, StoredKey, redact_url};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::error::DatabaseError;
@@ -198,16 +202,46 @@ mod libsqlite3_codes {
 }
 
 /// Deletes the rows of one table that expired before `now` (the one parameter).
-const PURGE_EXPIRED: [&str; 4] = [
+const PURGE_EXPIRED: [&str; 6] = [
     "DELETE FROM jti WHERE expires_at < ?",
     "DELETE FROM records WHERE expires_at < ?",
     "DELETE FROM codes WHERE expires_at < ?",
     "DELETE FROM revoked_tokens WHERE expires_at < ?",
+    "DELETE FROM refresh_tokens WHERE expires_at < ?",
+    "DELETE FROM refresh_families WHERE expires_at < ?",
 ];
 
 /// Deletes the recorded issues of codes that no longer exist (run after purging `codes`).
 const PURGE_ORPHAN_ISSUES: &str = "DELETE FROM code_issues WHERE NOT EXISTS \
      (SELECT 1 FROM codes WHERE codes.key = code_issues.code_key)";
+
+/// Creates a refresh-token family (`family_id`, `client_id`, `expires_at`) or keeps the later
+/// expiry of an existing one, returning the family's owner either way.
+const UPSERT_REFRESH_FAMILY: &str = "INSERT INTO refresh_families (family_id, client_id, expires_at) \
+     VALUES (?, ?, ?) ON CONFLICT (family_id) DO UPDATE SET expires_at = \
+     CASE WHEN excluded.expires_at > refresh_families.expires_at \
+     THEN excluded.expires_at ELSE refresh_families.expires_at END \
+     RETURNING client_id";
+
+/// Inserts a refresh token (`key`, `family_id`, `data`, `expires_at`), not yet replaced.
+const INSERT_REFRESH_TOKEN: &str =
+    "INSERT INTO refresh_tokens (key, family_id, data, expires_at) VALUES (?, ?, ?, ?)";
+
+/// Reads the refresh token `key` for a rotation: the columns of [`TokenRow`].
+const READ_FOR_ROTATION: &str = "SELECT t.family_id, t.data, t.expires_at, t.replaced_by, \
+     t.replaced_at, f.revoked_at, s.key, s.replaced_at \
+     FROM refresh_tokens t \
+     JOIN refresh_families f ON f.family_id = t.family_id \
+     LEFT JOIN refresh_tokens s ON s.key = t.replaced_by \
+     WHERE t.key = ?";
+
+/// Maps the error of inserting a refresh token: a unique violation names what exists.
+fn refresh_insert_err(err: sqlx::Error) -> Error {
+    match map_err(err) {
+        Error::Conflict(_) => Error::Conflict("a refresh token with this key exists".to_owned()),
+        other => other,
+    }
+}
 
 /// Reads one `signing_keys` row.
 fn stored_key(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
@@ -505,5 +539,198 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         Ok(found.is_some())
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: the family upsert (which returns its owner), then
+    /// the token.
+    async fn insert_refresh(
+        &self,
+        key: &[u8],
+        family_id: &str,
+        client_id: &str,
+        data: &str,
+        expires_at: i64,
+    ) -> Result<(), Error> {
+        check_key("refresh token key", key)?;
+        check_id("refresh family id", family_id)?;
+        check_id("client id", client_id)?;
+        check_text("refresh token data", data)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        // `fetch_all` (one row): the `RETURNING` statement is stepped to completion.
+        let owners: Vec<String> = sqlx::query_scalar(UPSERT_REFRESH_FAMILY)
+            .bind(family_id)
+            .bind(client_id)
+            .bind(expires_at)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if owners.first().map(String::as_str) != Some(client_id) {
+            // Dropping `tx` rolls the upsert back.
+            return Err(Error::Conflict(format!(
+                "refresh family {family_id:?} belongs to another client"
+            )));
+        }
+        sqlx::query(INSERT_REFRESH_TOKEN)
+            .bind(key)
+            .bind(family_id)
+            .bind(data)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(refresh_insert_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(())
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: read the token, then do what
+    /// `refresh::decide` says. The write lock is held from the start, so the
+    /// conditional `UPDATE` cannot lose here; it is checked anyway, as on PostgreSQL.
+    async fn rotate_refresh(
+        &self,
+        old_key: &[u8],
+        new_key: &[u8],
+        now: i64,
+        grace: i64,
+    ) -> Result<Rotation, Error> {
+        check_key("refresh token key", old_key)?;
+        check_key("refresh token key", new_key)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        for _ in 0..MAX_PASSES {
+            let rows: Vec<TokenRow> = sqlx::query_as(READ_FOR_ROTATION)
+                .bind(old_key)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            let outcome = match decide(
+                rows.into_iter().next().map(TokenState::from),
+                new_key,
+                now,
+                grace,
+            ) {
+                Step::Answer(outcome) => outcome,
+                Step::RevokeFamily { family_id } => {
+                    sqlx::query(
+                        "UPDATE refresh_families SET revoked_at = ? \
+                         WHERE family_id = ? AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&family_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    Rotation::Reused { family_id }
+                }
+                Step::Replace {
+                    family_id,
+                    data,
+                    expires_at,
+                } => {
+                    let done = sqlx::query(
+                        "UPDATE refresh_tokens SET replaced_by = ?, replaced_at = ? \
+                         WHERE key = ? AND replaced_at IS NULL",
+                    )
+                    .bind(new_key)
+                    .bind(now)
+                    .bind(old_key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    if done.rows_affected() != 1 {
+                        continue;
+                    }
+                    sqlx::query(INSERT_REFRESH_TOKEN)
+                        .bind(new_key)
+                        .bind(&family_id)
+                        .bind(&data)
+                        .bind(expires_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(refresh_insert_err)?;
+                    Rotation::Rotated {
+                        family_id,
+                        data,
+                        expires_at,
+                    }
+                }
+            };
+            tx.commit().await.map_err(map_err)?;
+            return Ok(outcome);
+        }
+        Err(Error::Unavailable(
+            "refresh token rotation kept losing to concurrent rotations".to_owned(),
+        ))
+    }
+
+    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error> {
+        check_key("refresh token key", key)?;
+        sqlx::query_as(
+            "SELECT t.family_id, f.client_id FROM refresh_tokens t \
+             JOIN refresh_families f ON f.family_id = t.family_id \
+             WHERE t.key = ? AND t.expires_at > ?",
+        )
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    /// `COALESCE` keeps the first revocation time, so the `UPDATE` matches the family whether
+    /// or not it was revoked before: its row count tells whether it exists.
+    async fn revoke_refresh_family(&self, family_id: &str) -> Result<bool, Error> {
+        check_id("refresh family id", family_id)?;
+        let done = sqlx::query(
+            "UPDATE refresh_families \
+             SET revoked_at = COALESCE(revoked_at, CAST(strftime('%s', 'now') AS INTEGER)) \
+             WHERE family_id = ?",
+        )
+        .bind(family_id)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn add_delegation(&self, from: &str, to: &str) -> Result<(), Error> {
+        check_id("organization number", from)?;
+        check_id("organization number", to)?;
+        sqlx::query(
+            "INSERT INTO delegations (from_org, to_org) VALUES (?, ?) \
+             ON CONFLICT (from_org, to_org) DO NOTHING",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn remove_delegation(&self, from: &str, to: &str) -> Result<bool, Error> {
+        check_id("organization number", from)?;
+        check_id("organization number", to)?;
+        let done = sqlx::query("DELETE FROM delegations WHERE from_org = ? AND to_org = ?")
+            .bind(from)
+            .bind(to)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// SQLite's default `BINARY` collation compares bytes.
+    async fn delegations(&self) -> Result<Vec<(String, String)>, Error> {
+        sqlx::query_as("SELECT from_org, to_org FROM delegations ORDER BY from_org, to_org")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
     }
 }

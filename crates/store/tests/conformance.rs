@@ -16,7 +16,9 @@
     clippy::indexing_slicing
 )]
 
-use segl_store::{Error, JtiKind, PgStore, RecordKind, Redemption, SqliteStore, Store, StoredKey};
+use segl_store::{
+    Error, JtiKind, PgStore, RecordKind, Redemption, Rotation, SqliteStore, Store, StoredKey,
+};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -56,6 +58,30 @@ impl Db {
         } else {
             let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
             sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap()
+        }
+    }
+
+    /// The `refresh_tokens` rows of a family, read with a separate connection: how many in all
+    /// and how many not replaced.
+    async fn refresh_rows(&self, family_id: &str) -> (i64, i64) {
+        use sqlx::Connection;
+        let columns = "COUNT(*), COUNT(*) - COUNT(replaced_at)";
+        if self.url.starts_with("sqlite:") {
+            let sql = format!("SELECT {columns} FROM refresh_tokens WHERE family_id = ?");
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(family_id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
+        } else {
+            let sql = format!("SELECT {columns} FROM refresh_tokens WHERE family_id = $1");
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(family_id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap()
         }
     }
 
@@ -153,6 +179,34 @@ fn signing_key(kid: &str, created_at: i64, activate_at: i64) -> StoredKey {
     }
 }
 
+/// Refresh-token data with recognisable contents.
+const RT_DATA: &str = r#"{"client_id":"c","scope":"openid offline_access","note":"ærø ✓"}"#;
+
+/// The outcome a first rotation in family `family_id` (data [`RT_DATA`]) answers.
+fn rotated(family_id: &str, expires_at: i64) -> Rotation {
+    Rotation::Rotated {
+        family_id: family_id.to_owned(),
+        data: RT_DATA.to_owned(),
+        expires_at,
+    }
+}
+
+/// The outcome a grace retry in family `family_id` (data [`RT_DATA`]) answers.
+fn grace(family_id: &str, expires_at: i64) -> Rotation {
+    Rotation::Grace {
+        family_id: family_id.to_owned(),
+        data: RT_DATA.to_owned(),
+        expires_at,
+    }
+}
+
+/// The outcome of a reuse in family `family_id`.
+fn reused(family_id: &str) -> Rotation {
+    Rotation::Reused {
+        family_id: family_id.to_owned(),
+    }
+}
+
 /// The conformance cases; each gets a fresh, empty (unmigrated) database.
 mod cases {
     use super::*;
@@ -168,7 +222,7 @@ mod cases {
         );
         store.migrate().await.unwrap();
         db.store().await.migrate().await.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1, 2]);
+        assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
         assert!(
             !store
                 .insert_jti(JtiKind::DpopProof, b"k", 100)
@@ -186,7 +240,7 @@ mod cases {
         results.1.unwrap();
         results.2.unwrap();
         results.3.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1, 2]);
+        assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
         assert!(
             a.insert_jti(JtiKind::ClientAssertion, b"x", 1)
                 .await
@@ -1001,6 +1055,623 @@ mod cases {
         assert!(store.is_token_revoked("R").await.unwrap());
     }
 
+    /// First use rotates (the successor carries the family, data and expiry); a retry naming
+    /// the same successor inside the grace window (boundary included) is Grace and changes
+    /// nothing; the successor is then a live token of its own.
+    pub async fn refresh_rotate_then_grace(db: &Db) {
+        let store = db.store().await;
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(db.refresh_rows("fam").await, (1, 1));
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 10, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        assert_eq!(db.refresh_rows("fam").await, (2, 1));
+        for now in [10, 12, 15] {
+            assert_eq!(
+                store.rotate_refresh(b"t0", b"t1", now, 5).await.unwrap(),
+                grace("fam", 1_000),
+                "now {now}"
+            );
+        }
+        // A clock behind the one that rotated still counts as inside the window.
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 8, 5).await.unwrap(),
+            grace("fam", 1_000)
+        );
+        assert_eq!(db.refresh_rows("fam").await, (2, 1));
+        // The owner is found by the replaced token and by its successor.
+        let owner = Some(("fam".to_owned(), "client".to_owned()));
+        assert_eq!(store.refresh_owner(b"t0", 10).await.unwrap(), owner);
+        assert_eq!(store.refresh_owner(b"t1", 10).await.unwrap(), owner);
+        assert_eq!(store.refresh_owner(b"t2", 10).await.unwrap(), None);
+        // Using the successor rotates it in turn; the family stays valid.
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 20, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 21, 5).await.unwrap(),
+            grace("fam", 1_000)
+        );
+        assert_eq!(db.refresh_rows("fam").await, (3, 1));
+        assert_eq!(store.refresh_owner(b"t2", 21).await.unwrap(), owner);
+    }
+
+    /// A retry after the grace window is a reuse: the family is revoked and every token of it
+    /// (the successor, the old one) is Revoked from then on, though still found by
+    /// `refresh_owner`.
+    pub async fn refresh_retry_after_grace_is_reuse(db: &Db) {
+        let store = db.store().await;
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 10, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 16, 5).await.unwrap(),
+            reused("fam")
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 17, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 17, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+        assert_eq!(db.refresh_rows("fam").await, (2, 1));
+        let owner = Some(("fam".to_owned(), "client".to_owned()));
+        assert_eq!(store.refresh_owner(b"t0", 17).await.unwrap(), owner);
+        assert_eq!(store.refresh_owner(b"t1", 17).await.unwrap(), owner);
+        // With a zero grace window, only a retry in the same second is Grace.
+        store
+            .insert_refresh(b"u0", "zero", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(b"u0", b"u1", 10, 0).await.unwrap(),
+            rotated("zero", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"u0", b"u1", 10, 0).await.unwrap(),
+            grace("zero", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"u0", b"u1", 11, 0).await.unwrap(),
+            reused("zero")
+        );
+    }
+
+    /// Once the successor has been used, the old token is a reuse even inside the grace
+    /// window: the family is revoked, and every successor is Revoked.
+    pub async fn refresh_old_token_after_successor_used_is_reuse(db: &Db) {
+        let store = db.store().await;
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 10, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 11, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 12, 5).await.unwrap(),
+            reused("fam")
+        );
+        for (old, new) in [(&b"t2"[..], &b"t3"[..]), (b"t1", b"t2"), (b"t0", b"t1")] {
+            assert_eq!(
+                store.rotate_refresh(old, new, 13, 5).await.unwrap(),
+                Rotation::Revoked
+            );
+        }
+        assert_eq!(db.refresh_rows("fam").await, (3, 1));
+    }
+
+    /// A replaced token used with a different successor (not a retry) is a reuse: the family
+    /// is revoked and no row is added.
+    pub async fn refresh_different_successor_is_reuse(db: &Db) {
+        let store = db.store().await;
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        store
+            .insert_refresh(b"o0", "other", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 10, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"tX", 10, 5).await.unwrap(),
+            reused("fam")
+        );
+        assert_eq!(db.refresh_rows("fam").await, (2, 1));
+        assert_eq!(store.refresh_owner(b"tX", 10).await.unwrap(), None);
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 11, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+        // Another family is not affected.
+        assert_eq!(
+            store.rotate_refresh(b"o0", b"o1", 11, 5).await.unwrap(),
+            rotated("other", 1_000)
+        );
+    }
+
+    /// Unknown and expired tokens are Missing (before any revocation or reuse check) and
+    /// change nothing; `refresh_owner` does not find them.
+    pub async fn refresh_missing_and_expired(db: &Db) {
+        let store = db.store().await;
+        assert_eq!(
+            store.rotate_refresh(b"nope", b"n1", 0, 5).await.unwrap(),
+            Rotation::Missing
+        );
+        assert_eq!(store.refresh_owner(b"nope", 0).await.unwrap(), None);
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 100)
+            .await
+            .unwrap();
+        // Expired at exactly `expires_at`.
+        for now in [100, 101, 10_000] {
+            assert_eq!(
+                store.rotate_refresh(b"t0", b"t1", now, 5).await.unwrap(),
+                Rotation::Missing,
+                "now {now}"
+            );
+            assert_eq!(store.refresh_owner(b"t0", now).await.unwrap(), None);
+        }
+        assert_eq!(db.refresh_rows("fam").await, (1, 1));
+        // The failed attempts spent nothing: with an earlier clock it rotates.
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 99, 5).await.unwrap(),
+            rotated("fam", 100)
+        );
+        // The successor expires with the family.
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 100, 5).await.unwrap(),
+            Rotation::Missing
+        );
+        assert_eq!(store.refresh_owner(b"t1", 100).await.unwrap(), None);
+        // An expired token of a revoked family is Missing too.
+        assert!(store.revoke_refresh_family("fam").await.unwrap());
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 100, 5).await.unwrap(),
+            Rotation::Missing
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 99, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+    }
+
+    /// 16 concurrent rotations (on two stores) of one token into the same successor: exactly
+    /// one Rotated, 15 Grace, and the family ends with two rows, one of them live.
+    pub async fn refresh_concurrent_rotation_has_one_winner(db: &Db) {
+        let stores = [db.store().await, db.open().await];
+        for round in 0..5u8 {
+            let family = format!("fam-{round}");
+            let (old, new, next) = ([round; 32], [round | 0x80; 32], [round | 0x40; 32]);
+            stores[0]
+                .insert_refresh(&old, &family, "client", RT_DATA, 1_000)
+                .await
+                .unwrap();
+            let barrier = Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let store = Arc::clone(&stores[i % stores.len()]);
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store.rotate_refresh(&old, &new, 50, 5).await
+                    })
+                })
+                .collect();
+            let (mut rotations, mut graces) = (0, 0);
+            for task in tasks {
+                match task.await.unwrap().unwrap() {
+                    r if r == rotated(&family, 1_000) => rotations += 1,
+                    r if r == grace(&family, 1_000) => graces += 1,
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+            assert_eq!((rotations, graces), (1, 15), "round {round}");
+            assert_eq!(db.refresh_rows(&family).await, (2, 1), "round {round}");
+            // The one successor is live and rotates in turn.
+            assert_eq!(
+                stores[1].rotate_refresh(&new, &next, 51, 5).await.unwrap(),
+                rotated(&family, 1_000),
+                "round {round}"
+            );
+            assert_eq!(
+                stores[0].refresh_owner(&next, 51).await.unwrap(),
+                Some((family.clone(), "client".to_owned()))
+            );
+        }
+    }
+
+    /// 16 concurrent rotations (on two stores) of one token, each naming its own successor
+    /// (a stolen token used alongside the legitimate one): exactly one Rotated; of the others at
+    /// least one sees the reuse and revokes the family, the rest see it Reused or already
+    /// Revoked. The family ends revoked, with the winner's successor as its only other row.
+    pub async fn refresh_concurrent_different_successors_revoke(db: &Db) {
+        let stores = [db.store().await, db.open().await];
+        for round in 0..5u8 {
+            let family = format!("fam-{round}");
+            let old = [round; 32];
+            stores[0]
+                .insert_refresh(&old, &family, "client", RT_DATA, 1_000)
+                .await
+                .unwrap();
+            let barrier = Arc::new(tokio::sync::Barrier::new(16));
+            let tasks: Vec<_> = (0..16u8)
+                .map(|i| {
+                    let store = Arc::clone(&stores[usize::from(i) % stores.len()]);
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        let new = [round | 0x80, i];
+                        (new, store.rotate_refresh(&old, &new, 50, 5).await)
+                    })
+                })
+                .collect();
+            let (mut winners, mut reuses, mut revoked) = (Vec::new(), 0, 0);
+            for task in tasks {
+                match task.await.unwrap() {
+                    (new, Ok(r)) if r == rotated(&family, 1_000) => winners.push(new),
+                    (_, Ok(r)) if r == reused(&family) => reuses += 1,
+                    (_, Ok(Rotation::Revoked)) => revoked += 1,
+                    (_, other) => panic!("round {round}: {other:?}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}");
+            assert!(reuses >= 1, "round {round}");
+            assert_eq!(reuses + revoked, 15, "round {round}");
+            assert_eq!(db.refresh_rows(&family).await, (2, 1), "round {round}");
+            assert_eq!(
+                stores[1]
+                    .rotate_refresh(&winners[0], b"next", 51, 5)
+                    .await
+                    .unwrap(),
+                Rotation::Revoked,
+                "round {round}"
+            );
+        }
+    }
+
+    /// Revoking a family (found by any of its tokens) makes every token of it Revoked;
+    /// revoking is idempotent and reports whether the family exists.
+    pub async fn refresh_family_revocation(db: &Db) {
+        let store = db.store().await;
+        assert!(!store.revoke_refresh_family("fam").await.unwrap());
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        store
+            .insert_refresh(b"o0", "other", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 10, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+        let (family, client) = store.refresh_owner(b"t0", 11).await.unwrap().unwrap();
+        assert_eq!((family.as_str(), client.as_str()), ("fam", "client"));
+        assert!(store.revoke_refresh_family(&family).await.unwrap());
+        assert!(store.revoke_refresh_family(&family).await.unwrap());
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 12, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+        // Even the grace retry of the old token.
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 12, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+        assert_eq!(db.refresh_rows("fam").await, (2, 1));
+        assert_eq!(
+            store.refresh_owner(b"t1", 12).await.unwrap(),
+            Some(("fam".to_owned(), "client".to_owned()))
+        );
+        // Family ids are exact.
+        assert!(!store.revoke_refresh_family("FAM").await.unwrap());
+        assert_eq!(
+            store.rotate_refresh(b"o0", b"o1", 12, 5).await.unwrap(),
+            rotated("other", 1_000)
+        );
+    }
+
+    /// `insert_refresh` refuses a duplicate key and a family of another client (writing
+    /// nothing), adds tokens to an existing family of the same client, and `rotate_refresh`
+    /// refuses a successor key that exists; keys, data and ids are bounded.
+    pub async fn refresh_conflicts_and_limits(db: &Db) {
+        let store = db.store().await;
+        store
+            .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        let conflict =
+            |r: Result<(), Error>| assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+        conflict(
+            store
+                .insert_refresh(b"t0", "fam", "client", "x", 1_000)
+                .await,
+        );
+        conflict(
+            store
+                .insert_refresh(b"t0", "fam2", "client", "x", 1_000)
+                .await,
+        );
+        // The failed insert did not create its family.
+        assert!(!store.revoke_refresh_family("fam2").await.unwrap());
+        conflict(
+            store
+                .insert_refresh(b"u0", "fam", "intruder", "x", 1_000)
+                .await,
+        );
+        assert_eq!(store.refresh_owner(b"u0", 0).await.unwrap(), None);
+        // Another token of the same client's family; the later expiry is kept.
+        store
+            .insert_refresh(b"v0", "fam", "client", RT_DATA, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(db.refresh_rows("fam").await, (2, 2));
+        assert_eq!(
+            store.rotate_refresh(b"v0", b"v1", 1_500, 5).await.unwrap(),
+            rotated("fam", 2_000)
+        );
+        assert_eq!(store.purge_expired(1_500).await.unwrap(), 1);
+        assert_eq!(
+            store.rotate_refresh(b"v1", b"v2", 1_600, 5).await.unwrap(),
+            rotated("fam", 2_000)
+        );
+
+        // A successor key that is already a token (or the token itself): nothing changes.
+        store
+            .insert_refresh(b"w0", "wam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        let result = store.rotate_refresh(b"w0", b"v2", 10, 5).await;
+        assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+        let result = store.rotate_refresh(b"w0", b"w0", 10, 5).await;
+        assert!(matches!(result, Err(Error::Conflict(_))), "{result:?}");
+        assert_eq!(db.refresh_rows("wam").await, (1, 1));
+        assert_eq!(
+            store.rotate_refresh(b"w0", b"w1", 10, 5).await.unwrap(),
+            rotated("wam", 1_000)
+        );
+
+        let max = [0x5au8; 64];
+        let long = [0x5au8; 65];
+        store
+            .insert_refresh(&max, &"F".repeat(255), &"C".repeat(255), "", 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh(&max, &[0x5b; 64], 10, 5)
+                .await
+                .unwrap(),
+            Rotation::Rotated {
+                family_id: "F".repeat(255),
+                data: String::new(),
+                expires_at: 1_000
+            }
+        );
+        let corrupt = |r: Result<(), Error>| assert!(matches!(r, Err(Error::Corrupt(_))), "{r:?}");
+        corrupt(store.insert_refresh(&long, "f", "c", "x", 1_000).await);
+        corrupt(store.insert_refresh(b"k", "f", "c", "a\0b", 1_000).await);
+        corrupt(store.insert_refresh(b"k", "f\0", "c", "x", 1_000).await);
+        corrupt(store.insert_refresh(b"k", "f", "c\0", "x", 1_000).await);
+        corrupt(
+            store
+                .insert_refresh(b"k", &"f".repeat(256), "c", "x", 1_000)
+                .await,
+        );
+        corrupt(
+            store
+                .insert_refresh(b"k", "f", &"c".repeat(256), "x", 1_000)
+                .await,
+        );
+        corrupt(store.rotate_refresh(&long, b"n", 0, 5).await.map(drop));
+        corrupt(store.rotate_refresh(b"t0", &long, 0, 5).await.map(drop));
+        corrupt(store.refresh_owner(&long, 0).await.map(drop));
+        corrupt(store.revoke_refresh_family("f\0").await.map(drop));
+        corrupt(
+            store
+                .revoke_refresh_family(&"f".repeat(256))
+                .await
+                .map(drop),
+        );
+        assert_eq!(store.refresh_owner(b"k", 0).await.unwrap(), None);
+    }
+
+    /// Delegations: add (again is a no-op), list sorted by bytes, remove.
+    pub async fn delegations_add_remove_list(db: &Db) {
+        let store = db.store().await;
+        assert!(store.delegations().await.unwrap().is_empty());
+        for (from, to) in [
+            ("999977774", "313745392"),
+            ("111111111", "313745392"),
+            ("999977774", "100000000"),
+            ("abc", "x"),
+            ("Zed", "x"),
+        ] {
+            store.add_delegation(from, to).await.unwrap();
+        }
+        store
+            .add_delegation("999977774", "313745392")
+            .await
+            .unwrap();
+        let pair = |from: &str, to: &str| (from.to_owned(), to.to_owned());
+        assert_eq!(
+            store.delegations().await.unwrap(),
+            vec![
+                pair("111111111", "313745392"),
+                pair("999977774", "100000000"),
+                pair("999977774", "313745392"),
+                pair("Zed", "x"),
+                pair("abc", "x"),
+            ]
+        );
+        assert!(
+            store
+                .remove_delegation("999977774", "313745392")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .remove_delegation("999977774", "313745392")
+                .await
+                .unwrap()
+        );
+        // The direction matters.
+        assert!(
+            !store
+                .remove_delegation("313745392", "111111111")
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.delegations().await.unwrap().len(), 4);
+        // Removed delegations can be added again; purging never removes delegations.
+        store
+            .add_delegation("999977774", "313745392")
+            .await
+            .unwrap();
+        assert_eq!(store.purge_expired(i64::MAX).await.unwrap(), 0);
+        assert_eq!(store.delegations().await.unwrap().len(), 5);
+
+        let corrupt = |r: Result<(), Error>| assert!(matches!(r, Err(Error::Corrupt(_))), "{r:?}");
+        corrupt(store.add_delegation("1\0", "2").await);
+        corrupt(store.add_delegation("1", &"2".repeat(256)).await);
+        corrupt(store.remove_delegation("1\0", "2").await.map(drop));
+        corrupt(
+            store
+                .remove_delegation(&"1".repeat(256), "2")
+                .await
+                .map(drop),
+        );
+        assert_eq!(store.delegations().await.unwrap().len(), 5);
+    }
+
+    /// `purge_expired` removes expired refresh tokens (replaced or not) and families (revoked
+    /// or not), counting each row, and keeps live ones.
+    pub async fn purge_expired_removes_refresh_state(db: &Db) {
+        let store = db.store().await;
+        store
+            .insert_refresh(b"a0", "a", "client", RT_DATA, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.rotate_refresh(b"a0", b"a1", 10, 5).await.unwrap(),
+            rotated("a", 100)
+        );
+        store
+            .insert_refresh(b"r0", "r", "client", RT_DATA, 100)
+            .await
+            .unwrap();
+        assert!(store.revoke_refresh_family("r").await.unwrap());
+        store
+            .insert_refresh(b"e0", "e", "client", RT_DATA, 200)
+            .await
+            .unwrap();
+        store
+            .insert_refresh(b"b0", "b", "client", RT_DATA, 300)
+            .await
+            .unwrap();
+
+        assert_eq!(store.purge_expired(100).await.unwrap(), 0);
+        // a: two tokens + family; r: token + family.
+        assert_eq!(store.purge_expired(200).await.unwrap(), 5);
+        assert_eq!(store.purge_expired(200).await.unwrap(), 0);
+        assert_eq!(db.refresh_rows("a").await, (0, 0));
+        for key in [&b"a0"[..], b"a1", b"r0"] {
+            assert_eq!(store.refresh_owner(key, 0).await.unwrap(), None);
+            assert_eq!(
+                store.rotate_refresh(key, b"z", 0, 5).await.unwrap(),
+                Rotation::Missing
+            );
+        }
+        assert!(!store.revoke_refresh_family("a").await.unwrap());
+        assert!(!store.revoke_refresh_family("r").await.unwrap());
+        // A purged key and family can be used again.
+        store
+            .insert_refresh(b"a0", "a", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        // The one expiring exactly at `now`, and the live one, are kept.
+        assert_eq!(
+            store.rotate_refresh(b"e0", b"e1", 0, 5).await.unwrap(),
+            rotated("e", 200)
+        );
+        assert_eq!(
+            store.rotate_refresh(b"b0", b"b1", 0, 5).await.unwrap(),
+            rotated("b", 300)
+        );
+        // e: two tokens + family; b: two tokens + family; a: token + family.
+        assert_eq!(store.purge_expired(10_000).await.unwrap(), 8);
+    }
+
+    /// Refresh tokens (with their rotation and revocation state) and delegations survive
+    /// dropping the store and opening the database again.
+    pub async fn refresh_state_survives_reopen(db: &Db) {
+        {
+            let store = db.store().await;
+            store
+                .insert_refresh(b"t0", "fam", "client", RT_DATA, 1_000)
+                .await
+                .unwrap();
+            assert_eq!(
+                store.rotate_refresh(b"t0", b"t1", 10, 5).await.unwrap(),
+                rotated("fam", 1_000)
+            );
+            store
+                .insert_refresh(b"r0", "revoked", "client", RT_DATA, 1_000)
+                .await
+                .unwrap();
+            assert!(store.revoke_refresh_family("revoked").await.unwrap());
+            store
+                .add_delegation("999977774", "313745392")
+                .await
+                .unwrap();
+        }
+        let store = db.store().await;
+        assert_eq!(
+            store.rotate_refresh(b"t0", b"t1", 11, 5).await.unwrap(),
+            grace("fam", 1_000)
+        );
+        assert_eq!(
+            store.refresh_owner(b"t1", 11).await.unwrap(),
+            Some(("fam".to_owned(), "client".to_owned()))
+        );
+        assert_eq!(
+            store.rotate_refresh(b"r0", b"r1", 11, 5).await.unwrap(),
+            Rotation::Revoked
+        );
+        assert_eq!(
+            store.delegations().await.unwrap(),
+            vec![("999977774".to_owned(), "313745392".to_owned())]
+        );
+        assert_eq!(
+            store.rotate_refresh(b"t1", b"t2", 12, 5).await.unwrap(),
+            rotated("fam", 1_000)
+        );
+    }
+
     /// `ping` succeeds on a reachable database; `Debug` never shows a password.
     pub async fn ping_works(db: &Db) {
         let store = db.open().await;
@@ -1065,6 +1736,18 @@ conformance!(
     purge_expired_removes_login_state,
     login_state_input_limits,
     login_state_survives_reopen,
+    refresh_rotate_then_grace,
+    refresh_retry_after_grace_is_reuse,
+    refresh_old_token_after_successor_used_is_reuse,
+    refresh_different_successor_is_reuse,
+    refresh_missing_and_expired,
+    refresh_concurrent_rotation_has_one_winner,
+    refresh_concurrent_different_successors_revoke,
+    refresh_family_revocation,
+    refresh_conflicts_and_limits,
+    delegations_add_remove_list,
+    purge_expired_removes_refresh_state,
+    refresh_state_survives_reopen,
 );
 
 #[tokio::test]

@@ -233,6 +233,7 @@ grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exc
 scopes = ["nhn:reseptformidleren/rf"]
 jwks_file = "sfm.jwks.json"
 introspection = true
+introspection_audiences = ["nhn:sfm"]
 token_exchange = {{ subject_audiences = ["nhn:sfm"] }}
 
 [[client]]
@@ -441,6 +442,16 @@ impl Server {
                 panic!("segl did not become ready at {}:\n{err}", self.base);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL through a shared reference (the process is reaped on drop).
+    pub fn crash(&self) {
+        if let Some(c) = &self.child {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &c.id().to_string()])
+                .status();
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 

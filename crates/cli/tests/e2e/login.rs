@@ -131,6 +131,8 @@ pub struct Flow<'a> {
     pub verifier: String,
     pub challenge: String,
     pub nonce: Option<String>,
+    /// Extra claims for the client assertions (e.g. `assertion_details`).
+    pub assertion_patch: Value,
 }
 
 impl<'a> Flow<'a> {
@@ -144,6 +146,7 @@ impl<'a> Flow<'a> {
             verifier,
             challenge,
             nonce: None,
+            assertion_patch: json!({}),
         }
     }
 
@@ -168,7 +171,8 @@ impl<'a> Flow<'a> {
             form.push(("client_assertion_type".into(), ASSERTION_TYPE.into()));
             form.push((
                 "client_assertion".into(),
-                self.fx.assertion(&self.client, json!({})),
+                self.fx
+                    .assertion(&self.client, self.assertion_patch.clone()),
             ));
             let body = form
                 .iter()
@@ -208,7 +212,10 @@ impl<'a> Flow<'a> {
             ("code_challenge_method", "S256"),
         ];
         for (k, v) in extra {
-            params.retain(|(pk, _)| pk != k);
+            // resource may repeat (RFC 8707); every other name replaces the default.
+            if *k != "resource" {
+                params.retain(|(pk, _)| pk != k);
+            }
             if !v.is_empty() {
                 params.push((k, v));
             }

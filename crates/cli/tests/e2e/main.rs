@@ -20,3 +20,4 @@ mod interop;
 mod keys;
 mod login;
 mod login_rejections;
+mod refresh;
