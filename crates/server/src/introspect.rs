@@ -83,9 +83,14 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, Api
         );
         return Ok(Value::Object(out));
     }
-    match app.store.refresh_owner(&key_of(&token), now.secs()).await? {
-        Some((_, owner)) if owner == caller.client_id => {
-            Ok(json!({ "active": true, "client_id": owner, "token_type": "refresh_token" }))
+    // A replaced token, or one of a revoked family, is no longer active (RFC 7662 §2.2).
+    match app
+        .store
+        .refresh_lookup(&key_of(&token), now.secs())
+        .await?
+    {
+        Some(r) if r.live && r.client_id == caller.client_id => {
+            Ok(json!({ "active": true, "client_id": r.client_id, "token_type": "refresh_token" }))
         }
         _ => Ok(inactive),
     }

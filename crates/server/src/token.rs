@@ -202,20 +202,22 @@ async fn refresh_grant(
     now: UnixTime,
 ) -> Result<Response, ApiError> {
     let old_key = crate::session::key_of(&request.refresh_token);
-    // Only the owning client may use (and so rotate) a refresh token.
-    match app.store.refresh_owner(&old_key, now.secs()).await? {
-        Some((_, owner)) if owner == client.client().client_id => {}
-        _ => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidGrant,
-                "the refresh token is unknown, expired or not this client's",
-            )
-            .into());
-        }
-    }
+    // Check owner, DPoP binding and scope before anything changes: a request that fails them
+    // must not rotate (or burn) the family.
+    let found = app.store.refresh_lookup(&old_key, now.secs()).await?;
+    let Some(found) = found.filter(|f| f.client_id == client.client().client_id) else {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidGrant,
+            "the refresh token is unknown, expired or not this client's",
+        )
+        .into());
+    };
+    let data: RefreshData = serde_json::from_str(&found.data)
+        .map_err(|e| ApiError::Internal(format!("stored refresh data: {e}")))?;
+    let grant = refresh::check(&data, client, request, dpop.map(|d| d.jkt()))?;
     let successor = app.successor(&request.refresh_token);
     let grace = app.settings.tokens.refresh_token_grace;
-    let (data, expires_at) = match app
+    let expires_at = match app
         .store
         .rotate_refresh(
             &old_key,
@@ -225,14 +227,9 @@ async fn refresh_grant(
         )
         .await?
     {
-        Rotation::Rotated {
-            data, expires_at, ..
-        }
-        | Rotation::Grace {
-            data, expires_at, ..
-        } => (data, expires_at),
+        Rotation::Rotated { expires_at, .. } | Rotation::Grace { expires_at, .. } => expires_at,
         Rotation::Reused { family_id } => {
-            tracing::warn!(client_id = %client.client().client_id, family = %family_id, "refresh token reused: family revoked");
+            tracing::warn!(target: "segl::audit", event = "refresh_reuse", client_id = %client.client().client_id, family = %family_id, "refresh token reused: family revoked");
             return Err(OAuthError::new(
                 ErrorCode::InvalidGrant,
                 "the refresh token was already used; its family is revoked",
@@ -254,9 +251,6 @@ async fn refresh_grant(
             .into());
         }
     };
-    let data: RefreshData = serde_json::from_str(&data)
-        .map_err(|e| ApiError::Internal(format!("stored refresh data: {e}")))?;
-    let grant = refresh::check(&data, client, request, dpop.map(|d| d.jkt()))?;
     let org = match asserted {
         Some(details) => select_org(app, client, Some(details))?,
         None => data.org.clone(),

@@ -135,6 +135,19 @@ pub enum Rotation {
     Missing,
 }
 
+/// A refresh token as [`Store::refresh_lookup`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// Its family.
+    pub family_id: String,
+    /// The client the family belongs to.
+    pub client_id: String,
+    /// The grant's data.
+    pub data: String,
+    /// Not replaced, and its family not revoked (it would rotate if used now).
+    pub live: bool,
+}
+
 /// A token-signing key as stored: the public JWK in clear, the private key encrypted by the
 /// caller (the store never sees a key-encryption key).
 #[derive(Clone, PartialEq, Eq)]
@@ -336,6 +349,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// Errors: [`Error::Corrupt`] for a key over 64 bytes.
     async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error>;
+
+    /// A refresh token that has not expired, live or not (no change is made): what a caller
+    /// checks before using it (owner, DPoP binding), and what introspection reports.
+    ///
+    /// Errors: [`Error::Corrupt`] for a key over 64 bytes.
+    async fn refresh_lookup(&self, key: &[u8], now: i64) -> Result<Option<RefreshRecord>, Error>;
 
     /// Revokes a refresh-token family (every token of it then rotates to
     /// [`Rotation::Revoked`]); returns whether the family exists. Idempotent: revoking again

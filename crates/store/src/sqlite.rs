@@ -14,7 +14,9 @@
 
 use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
 use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
-use crate::{Error, JtiKind, RecordKind, Redemption, Rotation, Store, StoredKey, redact_url};
+use crate::{
+    Error, JtiKind, RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
+};
 use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::error::DatabaseError;
@@ -681,6 +683,28 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)
+    }
+
+    async fn refresh_lookup(&self, key: &[u8], now: i64) -> Result<Option<RefreshRecord>, Error> {
+        check_key("refresh token key", key)?;
+        let row: Option<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT t.family_id, f.client_id, t.data, t.replaced_at, f.revoked_at FROM refresh_tokens t \
+             JOIN refresh_families f ON f.family_id = t.family_id \
+             WHERE t.key = ? AND t.expires_at > ?",
+        )
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(row.map(
+            |(family_id, client_id, data, replaced, revoked)| RefreshRecord {
+                family_id,
+                client_id,
+                data,
+                live: replaced.is_none() && revoked.is_none(),
+            },
+        ))
     }
 
     /// `COALESCE` keeps the first revocation time, so the `UPDATE` matches the family whether

@@ -1353,6 +1353,41 @@ mod cases {
 
     /// Revoking a family (found by any of its tokens) makes every token of it Revoked;
     /// revoking is idempotent and reports whether the family exists.
+    pub async fn refresh_lookup_reports_liveness(db: &Db) {
+        let store = db.store().await;
+        assert_eq!(store.refresh_lookup(b"l0", 10).await.unwrap(), None);
+        store
+            .insert_refresh(b"l0", "lfam", "client", RT_DATA, 1_000)
+            .await
+            .unwrap();
+        let found = store.refresh_lookup(b"l0", 10).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                found.family_id.as_str(),
+                found.client_id.as_str(),
+                found.data.as_str(),
+                found.live
+            ),
+            ("lfam", "client", RT_DATA, true)
+        );
+        store.rotate_refresh(b"l0", b"l1", 10, 5).await.unwrap();
+        assert!(
+            !store.refresh_lookup(b"l0", 11).await.unwrap().unwrap().live,
+            "replaced"
+        );
+        assert!(store.refresh_lookup(b"l1", 11).await.unwrap().unwrap().live);
+        store.revoke_refresh_family("lfam").await.unwrap();
+        assert!(
+            !store.refresh_lookup(b"l1", 11).await.unwrap().unwrap().live,
+            "revoked family"
+        );
+        assert_eq!(
+            store.refresh_lookup(b"l1", 1_000).await.unwrap(),
+            None,
+            "expired"
+        );
+    }
+
     pub async fn refresh_family_revocation(db: &Db) {
         let store = db.store().await;
         assert!(!store.revoke_refresh_family("fam").await.unwrap());
@@ -1744,6 +1779,7 @@ conformance!(
     refresh_concurrent_rotation_has_one_winner,
     refresh_concurrent_different_successors_revoke,
     refresh_family_revocation,
+    refresh_lookup_reports_liveness,
     refresh_conflicts_and_limits,
     delegations_add_remove_list,
     purge_expired_removes_refresh_state,
