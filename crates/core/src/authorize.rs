@@ -493,3 +493,118 @@ pub fn check_exchange(
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Login, Person};
+
+    fn request(prompt: &[&str], max_age: Option<i64>, acr: &[&str]) -> AuthorizationRequest {
+        AuthorizationRequest {
+            client_id: "c".into(),
+            redirect_uri: "https://c.example/cb".into(),
+            scopes: vec!["openid".into()],
+            state: None,
+            nonce: None,
+            code_challenge: "x".repeat(43),
+            acr_values: acr.iter().map(|s| s.to_string()).collect(),
+            prompt: prompt.iter().map(|s| s.to_string()).collect(),
+            max_age,
+            ui_locales: None,
+            login_hint: None,
+            resources: vec![],
+            dpop_jkt: None,
+            authorization_details: None,
+        }
+    }
+
+    fn login(auth_time: i64) -> Login {
+        Login {
+            person: Person {
+                pid: "06828399789".into(),
+                given_name: "K".into(),
+                middle_name: None,
+                family_name: "G".into(),
+                hpr_number: None,
+            },
+            pseudonym: "p".into(),
+            idp: "testidp-oidc".into(),
+            amr: vec!["pwd".into()],
+            security_level: "4".into(),
+            assurance_level: "high".into(),
+            network: "internett".into(),
+            auth_time,
+            sid: "s".into(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_used_unless_prompt_max_age_or_acr_say_otherwise() {
+        let now = UnixTime(1_000);
+        let l = login(900);
+        assert!(matches!(
+            decide(&request(&[], None, &[]), Some(&l), now),
+            Decision::UseSession(_)
+        ));
+        assert_eq!(
+            decide(&request(&["login"], None, &[]), Some(&l), now),
+            Decision::Login
+        );
+        assert!(matches!(
+            decide(&request(&[], Some(100), &[]), Some(&l), now),
+            Decision::UseSession(_)
+        ));
+        assert_eq!(
+            decide(&request(&[], Some(99), &[]), Some(&l), now),
+            Decision::Login
+        );
+        assert_eq!(
+            decide(&request(&[], None, &["idp:idporten-oidc"]), Some(&l), now),
+            Decision::Login
+        );
+        assert!(matches!(
+            decide(&request(&[], None, &["Level4"]), Some(&l), now),
+            Decision::UseSession(_)
+        ));
+        match decide(&request(&["none"], Some(10), &[]), Some(&l), now) {
+            Decision::Fail(e) => assert_eq!(e.code, ErrorCode::LoginRequired),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(&request(&["none"], None, &[]), None, now),
+            Decision::Fail(_)
+        ));
+    }
+
+    #[test]
+    fn redirect_uris_match_exactly_but_for_loopback_ports() {
+        assert!(redirect_matches(
+            "https://a.example/cb",
+            "https://a.example/cb"
+        ));
+        assert!(!redirect_matches(
+            "https://a.example/cb",
+            "https://a.example/cb/"
+        ));
+        assert!(!redirect_matches(
+            "https://a.example/cb",
+            "https://a.example:444/cb"
+        ));
+        assert!(redirect_matches(
+            "http://127.0.0.1:9000/cb",
+            "http://127.0.0.1:51000/cb"
+        ));
+        assert!(redirect_matches(
+            "http://localhost/cb",
+            "http://localhost:8080/cb"
+        ));
+        assert!(!redirect_matches(
+            "http://127.0.0.1:9000/cb",
+            "http://127.0.0.1:9000/cb?x=1"
+        ));
+        assert!(!redirect_matches(
+            "http://127.0.0.1:9000/cb",
+            "http://127.0.0.2:9000/cb"
+        ));
+    }
+}

@@ -100,3 +100,23 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store outage is never a final-sounding protocol error (SECURITY.md, reliability §1).
+    #[test]
+    fn store_failures_are_5xx_with_retry_after() {
+        let r = ApiError::Store(segl_store::Error::Unavailable("down".into())).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let r = ApiError::Store(segl_store::Error::Corrupt("bad row".into())).into_response();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        for code in [ErrorCode::InvalidClient, ErrorCode::InvalidToken] {
+            assert_eq!(status_of(code), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(status_of(ErrorCode::InvalidGrant), StatusCode::BAD_REQUEST);
+    }
+}

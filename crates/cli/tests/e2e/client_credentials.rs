@@ -443,3 +443,74 @@ both!(request_level_rejections, |backend| async move {
         200
     );
 });
+
+/// Profile fapi2: scope as a string (RFC 9068), the assertion audience exactly the issuer,
+/// PS256/ES256/EdDSA only, no numeric-string times (SECURITY.md D1, D2, D7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fapi2_profile_is_strict() {
+    let fx = Fixture::new(Backend::Sqlite, "").await;
+    let fapi2 = [
+        ("SEGL_PROFILE", "fapi2"),
+        ("SEGL_TOKENS_SIGNING_ALG", "PS256"),
+    ];
+    // A registered key that declares RS256 fits no fapi2 algorithm: start-up refuses it.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(fx.config_path())
+        .envs(fapi2)
+        .env_remove("SEGL_KEY_ENCRYPTION_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rsa-client"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Registered without `alg`, the same RSA keys serve PS256.
+    for id in ["rsa-client", "rf-actor"] {
+        let mut public = fx.client(id).key.public_jwk().clone();
+        public.alg = None;
+        std::fs::write(
+            fx.dir.path().join(format!("{id}.jwks.json")),
+            json!({"keys": [public]}).to_string(),
+        )
+        .unwrap();
+    }
+    let server = fx.start_on(fx.port, &fapi2).await;
+    let epj = fx.client("epj");
+    let r = server.token(&fx.cc_form(&epj, Some("nhn:sfm/api"))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let claims = segl_jose::UnverifiedJws::parse(r.body["access_token"].as_str().unwrap())
+        .unwrap()
+        .unverified_claims()
+        .clone();
+    assert_eq!(claims["scope"], "nhn:sfm/api");
+    let token_endpoint = format!("{}/connect/token", fx.issuer);
+    for bad in [
+        json!({"aud": token_endpoint}),
+        json!({"aud": format!("{}/", fx.issuer)}),
+        json!({"iat": now().to_string()}),
+    ] {
+        with_assertion(&server, "epj", fx.assertion(&epj, bad.clone()))
+            .await
+            .expect_error(401, "invalid_client");
+    }
+    // RS256 is not accepted for assertions in fapi2; the same RSA key signing PS256 is.
+    let rsa = fx.client("rsa-client");
+    with_assertion(&server, "rsa-client", fx.assertion(&rsa, json!({})))
+        .await
+        .expect_error(401, "invalid_client");
+    let ps = TestClient {
+        id: "rsa-client".into(),
+        key: segl_jose::SigningKey::from_pkcs8(segl_jose::Alg::PS256, &rsa.key.to_pkcs8().unwrap())
+            .unwrap(),
+    };
+    let r = with_assertion(&server, "rsa-client", fx.assertion(&ps, json!({}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let d = server.get("/.well-known/openid-configuration").await.body;
+    assert_eq!(
+        d["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["PS256", "ES256", "EdDSA"])
+    );
+}

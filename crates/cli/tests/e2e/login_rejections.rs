@@ -372,3 +372,35 @@ both!(code_exchange_rejections, |backend| async move {
     let c = code(&mut flow, &mut browser).await;
     assert_eq!(flow.exchange(&c).await.status, 200);
 });
+
+/// An organization asked for in the PAR request object's authorization_details applies at the
+/// code exchange when the exchange's assertion names none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_object_authorization_details_select_the_organization() {
+    let fx = Fixture::new(Backend::Sqlite, "").await;
+    let server = fx.start().await;
+    let mut flow = Flow::new(&fx, &server);
+    let t = now();
+    let details = json!([{"type": "helseid_authorization", "practitioner_role": {"organization": {"identifier": {
+        "system": "urn:oid:2.16.578.1.12.4.1.4.101", "type": "ENH", "value": "999977776"}}}}]);
+    let object = sign_jwt(
+        &fx.client("ehr").key,
+        "oauth-authz-req+jwt",
+        &json!({"iss": "ehr", "aud": fx.issuer, "exp": t + 30, "nbf": t, "jti": new_jti(), "authorization_details": details}),
+    )
+    .unwrap();
+    let mut browser = Browser::new();
+    let back = flow
+        .login(&mut browser, "06828399789", &[("request", &object)])
+        .await;
+    let r = flow.exchange(&query_of(&back)["code"]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at = segl_jose::UnverifiedJws::parse(r.body["access_token"].as_str().unwrap())
+        .unwrap()
+        .unverified_claims()
+        .clone();
+    assert_eq!(
+        at["helseid://claims/client/claims/orgnr_child"],
+        "999977776"
+    );
+}
