@@ -308,37 +308,21 @@ async fn depth_limit_and_expired_subject() {
     assert!(d.contains("expired"), "{d}");
 }
 
-/// oauth4webapi's generic token endpoint request performs the exchange, with DPoP and its nonce retry.
+/// oauth4webapi's generic token endpoint request performs the exchange, with DPoP and its nonce
+/// retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth4webapi_token_exchange() {
-    if std::env::var("SEGL_TEST_INTEROP").as_deref() != Ok("1") {
-        eprintln!(
-            "SEGL_TEST_INTEROP is not 1: skipping the oauth4webapi token-exchange interop test"
-        );
+    if !interop_enabled("oauth4webapi token-exchange") {
         return;
     }
     let fx = Fixture::new(Backend::Sqlite, "").await;
     let server = fx.start().await;
     let subject = person_token(&fx, &server).await;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("exchange.mjs"))
-        .env("ISSUER", &server.issuer)
-        .env("CLIENT_ID", "sfm")
-        .env(
-            "CLIENT_JWK",
-            serde_json::to_string(&fx.client("sfm").key.to_private_jwk().unwrap()).unwrap(),
-        )
-        .env("SUBJECT_TOKEN", &subject)
-        .current_dir(&root)
-        .output()
-        .await
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("verified exchanged token"), "{stdout}");
+    let env = [
+        ("ISSUER", server.issuer.clone()),
+        ("CLIENT_ID", "sfm".to_owned()),
+        ("CLIENT_JWK", private_jwk(&fx.client("sfm"))),
+        ("SUBJECT_TOKEN", subject),
+    ];
+    run_interop("exchange.mjs", &env, "verified exchanged token").await;
 }

@@ -632,3 +632,40 @@ pub fn custom_jws(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Whether the interop tests run (`SEGL_TEST_INTEROP=1`, as scripts/test.sh and CI set it).
+pub fn interop_enabled(what: &str) -> bool {
+    let on = std::env::var("SEGL_TEST_INTEROP").as_deref() == Ok("1");
+    if !on {
+        eprintln!(
+            "SEGL_TEST_INTEROP is not 1: skipping the {what} interop test (scripts/test.sh runs it)"
+        );
+    }
+    on
+}
+
+/// Runs `tests/interop/<script>` with node and `env`; asserts success and that stdout contains
+/// `expect`; returns stdout.
+pub async fn run_interop(script: &str, env: &[(&str, String)], expect: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
+    let out = tokio::process::Command::new("node")
+        .arg(root.join(script))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .current_dir(&root)
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(expect), "{script}: {stdout}");
+    stdout
+}
+
+/// A client's private JWK as JSON (for the node scripts).
+pub fn private_jwk(client: &TestClient) -> String {
+    serde_json::to_string(&client.key.to_private_jwk().unwrap()).unwrap()
+}

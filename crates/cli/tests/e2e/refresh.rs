@@ -481,8 +481,7 @@ both!(organizations_and_multi_tenancy, |backend| async move {
 /// oauth4webapi refreshes with the bound DPoP key and revokes the new refresh token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth4webapi_refresh_and_revocation() {
-    if std::env::var("SEGL_TEST_INTEROP").as_deref() != Ok("1") {
-        eprintln!("SEGL_TEST_INTEROP is not 1: skipping the oauth4webapi refresh interop test");
+    if !interop_enabled("oauth4webapi refresh") {
         return;
     }
     let fx = Fixture::new(Backend::Sqlite, "").await;
@@ -492,32 +491,20 @@ async fn oauth4webapi_refresh_and_revocation() {
         .as_str()
         .unwrap()
         .to_owned();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop");
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("refresh.mjs"))
-        .env("ISSUER", &server.issuer)
-        .env("CLIENT_ID", "ehr")
-        .env(
-            "CLIENT_JWK",
-            serde_json::to_string(&fx.client("ehr").key.to_private_jwk().unwrap()).unwrap(),
-        )
-        .env(
+    let env = [
+        ("ISSUER", server.issuer.clone()),
+        ("CLIENT_ID", "ehr".to_owned()),
+        ("CLIENT_JWK", private_jwk(&fx.client("ehr"))),
+        (
             "DPOP_JWK",
             serde_json::to_string(&flow.dpop.to_private_jwk().unwrap()).unwrap(),
-        )
-        .env("REFRESH_TOKEN", &rt)
-        .current_dir(&root)
-        .output()
-        .await
-        .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("verified refresh rotation and revocation"),
-        "{stdout}"
-    );
+        ),
+        ("REFRESH_TOKEN", rt),
+    ];
+    run_interop(
+        "refresh.mjs",
+        &env,
+        "verified refresh rotation and revocation",
+    )
+    .await;
 }
