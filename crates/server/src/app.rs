@@ -41,6 +41,8 @@ pub struct Inner {
     pub pseudonym_key: aws_lc_rs::hmac::Key,
     /// The key that derives a refresh token's successor (shared through the store).
     pub refresh_key: aws_lc_rs::hmac::Key,
+    /// Rate limits.
+    pub limits: crate::ratelimit::Limits,
     /// Delegations customer → supplier: the configuration's and the store's.
     pub delegations: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
 }
@@ -208,6 +210,7 @@ impl App {
             access_token_lifetime: settings.tokens.access_token_lifetime,
         };
         let discovery_json = discovery::document(&settings, &routes());
+        let settings_rl = settings.rate_limit.clone();
         let nonces = crate::dpop::Nonces::new(
             &shared_secret(store.as_ref(), &settings, "dpop-nonce-hmac").await?,
             crate::dpop::NonceMode::parse(&settings.dpop_nonce),
@@ -230,6 +233,16 @@ impl App {
             nonces,
             pseudonym_key,
             refresh_key,
+            limits: crate::ratelimit::Limits {
+                address: crate::ratelimit::Limiter::new(
+                    settings_rl.address_rate,
+                    settings_rl.address_burst,
+                ),
+                client: crate::ratelimit::Limiter::new(
+                    settings_rl.client_rate,
+                    settings_rl.client_burst,
+                ),
+            },
             delegations: Default::default(),
         }));
         app.refresh_delegations()
@@ -241,11 +254,23 @@ impl App {
         Ok((app, kek_created))
     }
 
-    /// The axum router for this app.
+    /// The axum router for this app. The token, PAR and login endpoints are rate-limited per
+    /// source address.
     pub fn router(&self) -> Router {
+        const LIMITED: [&str; 3] = [paths::TOKEN, paths::PAR, paths::TEST_IDP_LOGIN];
         routes()
             .into_iter()
-            .fold(Router::new(), |r, route| r.route(route.path, route.handler))
+            .fold(Router::new(), |r, route| {
+                let handler = if LIMITED.contains(&route.path) {
+                    route.handler.layer(axum::middleware::from_fn_with_state(
+                        self.clone(),
+                        limit_address,
+                    ))
+                } else {
+                    route.handler
+                };
+                r.route(route.path, handler)
+            })
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .with_state(self.clone())
     }
@@ -315,11 +340,34 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
 /// Serves `app` on its configured address until SIGTERM or Ctrl-C; in-flight requests finish.
 pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let maintenance = app.spawn_maintenance();
-    let result = axum::serve(listener, app.router())
+    let service = app
+        .router()
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     maintenance.abort();
     result
+}
+
+/// The per-address rate limit (the TCP peer; see `ratelimit` for proxies).
+async fn limit_address(
+    axum::extract::State(app): axum::extract::State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    if let Some(peer) = peer
+        && let Err(wait) = app.limits.address.check(&peer, std::time::Instant::now())
+    {
+        tracing::warn!(%peer, "rate limit per address reached");
+        return crate::error::ApiError::RateLimited(wait).into_response();
+    }
+    next.run(request).await
 }
 
 /// Binds the configured listen address.

@@ -37,6 +37,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub token_exchange: ExchangeConfig,
     #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
     pub person: Vec<PersonConfig>,
     #[serde(default)]
     pub api: Vec<ApiConfig>,
@@ -125,6 +127,29 @@ pub struct TestIdpConfig {
     /// Allows the test IdP with an https issuer (a production-like configuration).
     #[serde(default)]
     pub allow_in_production: bool,
+}
+
+/// `[rate_limit]` (an extension of the contract): requests per second and burst, per source
+/// address (token, PAR and login endpoints) and per authenticated client; 0 turns one off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct RateLimitConfig {
+    pub address_rate: f64,
+    pub address_burst: f64,
+    pub client_rate: f64,
+    pub client_burst: f64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            address_rate: 100.0,
+            address_burst: 200.0,
+            client_rate: 50.0,
+            client_burst: 100.0,
+        }
+    }
 }
 
 /// `[token_exchange]` (an extension of the contract).
@@ -331,12 +356,14 @@ pub struct Settings {
     pub exchange_max_depth: usize,
     /// `[[delegation]]`: customer → supplier.
     pub delegations: Vec<(String, String)>,
+    /// `[rate_limit]`.
+    pub rate_limit: RateLimitConfig,
     /// Keys the file sets that this version parses but does not act on yet.
     pub inert: Vec<String>,
 }
 
 /// Env variables that map to scalar keys: `SEGL_ISSUER`, `SEGL_TOKENS_SIGNING_ALG`, …
-const ENV_KEYS: [(&str, &str); 20] = [
+const ENV_KEYS: [(&str, &str); 24] = [
     ("issuer", ""),
     ("listen", ""),
     ("database", ""),
@@ -357,6 +384,10 @@ const ENV_KEYS: [(&str, &str); 20] = [
     ("allow_in_production", "test_idp"),
     ("session_lifetime", "login"),
     ("max_depth", "token_exchange"),
+    ("address_rate", "rate_limit"),
+    ("address_burst", "rate_limit"),
+    ("client_rate", "rate_limit"),
+    ("client_burst", "rate_limit"),
 ];
 
 /// The development defaults (DESIGN.md: no `--config`).
@@ -570,6 +601,21 @@ fn validate(
             "the test identity provider logs anyone in without credentials and this looks like production (https issuer): turn it off, or set test_idp.allow_in_production = true for a test environment".into(),
         ));
     }
+    let rl = &file.rate_limit;
+    if [
+        rl.address_rate,
+        rl.address_burst,
+        rl.client_rate,
+        rl.client_burst,
+    ]
+    .iter()
+    .any(|v| !v.is_finite() || *v < 0.0)
+    {
+        return Err(err(
+            "rate_limit",
+            "rates and bursts must be non-negative numbers (0 turns a limit off)".into(),
+        ));
+    }
     if !(1..=10).contains(&file.token_exchange.max_depth) {
         return Err(err(
             "token_exchange.max_depth",
@@ -616,6 +662,7 @@ fn validate(
             .iter()
             .map(|d| (d.from.clone(), d.to.clone()))
             .collect(),
+        rate_limit: file.rate_limit.clone(),
         inert,
     })
 }

@@ -19,6 +19,8 @@ pub enum ApiError {
     Store(segl_store::Error),
     /// A bug or an unexpected failure; the detail is logged, never sent.
     Internal(String),
+    /// Over a rate limit (429 with `Retry-After`).
+    RateLimited(std::time::Duration),
 }
 
 impl From<OAuthError> for ApiError {
@@ -89,6 +91,20 @@ impl IntoResponse for ApiError {
                         "the server cannot complete this request now; retry later",
                     ),
                 )
+            }
+            ApiError::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                let mut r = oauth_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        format!("rate limit reached: retry after {secs} s"),
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                r
             }
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

@@ -20,6 +20,7 @@ pub mod keys;
 mod own_tokens;
 mod pages;
 mod par;
+pub mod ratelimit;
 mod revocation;
 pub mod session;
 pub mod test_idp;

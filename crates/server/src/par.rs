@@ -41,6 +41,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     let now = app.clock.now();
     // RFC 9126 §2: client authentication as at the token endpoint.
     let assertion = verify_assertion(app, &auth, Endpoint::Other, now)?;
+    crate::token::limit_client(app, &assertion)?;
     let par_url = format!("{}{}", app.settings.issuer, segl_proto::paths::PAR);
     let proof = dpop::check(app, headers, &par_url, now)?;
     let client = record_assertion(app, assertion).await?;

@@ -53,6 +53,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     // Stateless checks first (assertion, then proof and its nonce), so that a use_dpop_nonce
     // answer consumes nothing and the client can retry with the same assertion.
     let assertion = verify_assertion(app, &auth, Endpoint::Token, now)?;
+    limit_client(app, &assertion)?;
     let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
     let client = record_assertion(app, assertion).await?;
     let dpop = dpop::record(app, proof).await?;
@@ -433,6 +434,14 @@ pub(crate) fn verify_assertion(
 ) -> Result<VerifiedAssertion, ApiError> {
     Ok(client_auth::verify_assertion(params, &app.settings.registry, &app.policy, endpoint, now)
         .inspect_err(|e| tracing::info!(client_id = ?params.client_id, error = %e, "client authentication failed"))?)
+}
+
+/// The per-client rate limit, once the client is known (before any store write).
+pub(crate) fn limit_client(app: &App, assertion: &VerifiedAssertion) -> Result<(), ApiError> {
+    app.limits
+        .client
+        .check(assertion.client_id(), std::time::Instant::now())
+        .map_err(ApiError::RateLimited)
 }
 
 /// private_key_jwt, stateful part: record the `jti` (the unique insert is the replay check,

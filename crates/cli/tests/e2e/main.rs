@@ -20,4 +20,5 @@ mod interop;
 mod keys;
 mod login;
 mod login_rejections;
+mod ratelimit;
 mod refresh;
