@@ -20,5 +20,6 @@ mod interop;
 mod keys;
 mod login;
 mod login_rejections;
+mod outage;
 mod ratelimit;
 mod refresh;
