@@ -184,11 +184,17 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter =
         std::env::var("SEGL_LOG").unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    // SEGL_LOG_FORMAT=json: one JSON object per line, with the request span's fields.
+    if std::env::var("SEGL_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

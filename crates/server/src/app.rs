@@ -271,7 +271,16 @@ impl App {
                 };
                 r.route(route.path, handler)
             })
-            .layer(tower_http::trace::TraceLayer::new_for_http())
+            // Outermost last: every request gets an id (kept if the caller sent one), the span
+            // names the method, path and id — never the query, which may carry one-time values.
+            .layer(
+                tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+                    let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+                }),
+            )
+            .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+            .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(RandomRequestId))
             .with_state(self.clone())
     }
 
@@ -348,6 +357,23 @@ pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Resu
         .await;
     maintenance.abort();
     result
+}
+
+/// Request ids: 96 random bits, base64url.
+#[derive(Debug, Clone, Copy)]
+struct RandomRequestId;
+
+impl tower_http::request_id::MakeRequestId for RandomRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let mut raw = [0u8; 12];
+        segl_jose::random_bytes(&mut raw).ok()?;
+        axum::http::HeaderValue::from_str(&segl_jose::b64_encode(raw))
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
 }
 
 /// The per-address rate limit (the TCP peer; see `ratelimit` for proxies).

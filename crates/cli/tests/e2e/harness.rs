@@ -445,6 +445,17 @@ impl Server {
         }
     }
 
+    /// Stops the server and returns what it wrote to stderr (its log).
+    pub fn logs(mut self) -> String {
+        self.kill();
+        let mut out = String::new();
+        if let Some(mut stderr) = self.stderr.take() {
+            use std::io::Read as _;
+            let _ = stderr.read_to_string(&mut out);
+        }
+        out
+    }
+
     /// SIGKILL through a shared reference (the process is reaped on drop).
     pub fn crash(&self) {
         if let Some(c) = &self.child {

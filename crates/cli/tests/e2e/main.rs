@@ -20,6 +20,7 @@ mod interop;
 mod keys;
 mod login;
 mod login_rejections;
+mod logs;
 mod outage;
 mod ratelimit;
 mod refresh;
