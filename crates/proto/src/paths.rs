@@ -27,3 +27,5 @@ pub const TEST_IDP_LOGIN: &str = "/testidp/login";
 pub const REVOCATION: &str = "/connect/revocation";
 /// Token introspection (RFC 7662).
 pub const INTROSPECTION: &str = "/connect/introspect";
+/// Prometheus metrics.
+pub const METRICS: &str = "/metrics";

@@ -148,6 +148,11 @@ pub(crate) fn routes() -> Vec<Route> {
             handler: get(endsession::endsession),
         },
         Route {
+            metadata: None,
+            path: paths::METRICS,
+            handler: get(crate::metrics::render),
+        },
+        Route {
             metadata: Some("revocation_endpoint"),
             path: paths::REVOCATION,
             handler: post(revocation::revocation),
@@ -188,6 +193,7 @@ impl App {
         kek_env: Option<&str>,
     ) -> Result<(App, bool), StartError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        crate::metrics::handle();
         let store = open_store(&settings.database).await?;
         let (kek, kek_created) = Kek::load(&settings.kek, kek_env)?;
         let retention = settings
@@ -279,6 +285,7 @@ impl App {
                     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
                 }),
             )
+            .layer(axum::middleware::from_fn(crate::metrics::track))
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
             .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(RandomRequestId))
             .with_state(self.clone())
@@ -299,6 +306,7 @@ impl App {
                 if let Err(e) = app.keys.refresh(now).await {
                     tracing::warn!(error = %e, "key refresh failed; keeping the current keys");
                 }
+                crate::metrics::upkeep();
                 if let Err(e) = app.refresh_delegations().await {
                     tracing::warn!(error = %e, "delegation refresh failed; keeping the current ones");
                 }

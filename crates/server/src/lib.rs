@@ -17,6 +17,7 @@ pub mod error;
 mod health;
 mod introspect;
 pub mod keys;
+pub mod metrics;
 mod own_tokens;
 mod pages;
 mod par;

@@ -329,6 +329,14 @@ async fn redeem(app: &App, code: &str, now: UnixTime) -> Result<([u8; 32], CodeG
 }
 
 fn sign_access_token(app: &App, claims: &grant::AccessTokenClaims) -> Result<String, ApiError> {
+    let grant = if claims.identity.contains_key("act") {
+        "token_exchange"
+    } else if claims.identity.contains_key("idp") {
+        "person"
+    } else {
+        "client_credentials"
+    };
+    crate::metrics::token_issued(grant);
     let ring = app.keys.current();
     let token = segl_jose::sign_jwt(&ring.signing, segl_proto::typ::ACCESS_TOKEN, claims)?;
     tracing::info!(client_id = %claims.client_id, aud = %claims.aud, jti = %claims.jti, "access token issued");
@@ -450,14 +458,15 @@ pub(crate) async fn record_assertion(
     app: &App,
     verified: VerifiedAssertion,
 ) -> Result<AuthenticatedClient, ApiError> {
-    let fresh = app
-        .store
-        .insert_jti(
+    let fresh = crate::metrics::store_op(
+        "insert_jti",
+        app.store.insert_jti(
             JtiKind::ClientAssertion,
             &verified.replay_key(),
             verified.remember_until().secs(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     Ok(verified.accept(fresh)?)
 }
 

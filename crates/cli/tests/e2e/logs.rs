@@ -63,3 +63,38 @@ async fn json_logs_with_request_ids_and_no_secrets() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics() {
+    let fx = Fixture::new(Backend::Sqlite, "").await;
+    let server = fx.start().await;
+    assert_eq!(
+        server
+            .token(&fx.cc_form(&fx.client("epj"), None))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        server
+            .token(&fx.cc_form(&fx.client("epj"), Some("nhn:nope/x")))
+            .await
+            .status,
+        400
+    );
+    let r = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    for expected in [
+        r#"segl_http_requests_total{path="/connect/token",status="200"} 1"#,
+        r#"segl_http_requests_total{path="/connect/token",status="400"} 1"#,
+        r#"segl_tokens_issued_total{grant="client_credentials"} 1"#,
+        "segl_http_request_duration_seconds_bucket",
+        r#"segl_store_operation_seconds_count{op="insert_jti"}"#,
+    ] {
+        assert!(text.contains(expected), "{expected} not in:\n{text}");
+    }
+    assert!(!text.contains("epj"), "no client ids in labels");
+}
