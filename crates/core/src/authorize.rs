@@ -357,7 +357,7 @@ fn request_object(
         .get("exp")
         .and_then(Value::as_i64)
         .ok_or_else(|| bad("request object needs exp".into()))?;
-    if exp <= now.secs() - CLOCK_SKEW {
+    if exp <= now.secs().saturating_sub(CLOCK_SKEW) {
         return Err(bad("request object has expired".into()));
     }
     let start = claims
@@ -368,7 +368,7 @@ fn request_object(
     if start > now.secs() + CLOCK_SKEW {
         return Err(bad("request object is not valid yet".into()));
     }
-    if exp - start.min(now.secs()) > 60 + CLOCK_SKEW {
+    if exp.saturating_sub(start.min(now.secs())) > 60 + CLOCK_SKEW {
         return Err(bad("request object lives too long: at most 60 s".into()));
     }
     if text("client_id").is_some_and(|c| c != client.client_id) {
@@ -398,7 +398,7 @@ pub fn decide(request: &AuthorizationRequest, session: Option<&Login>, now: Unix
         !request.prompts("login")
             && request
                 .max_age
-                .is_none_or(|m| now.secs() - login.auth_time <= m)
+                .is_none_or(|m| now.secs().saturating_sub(login.auth_time) <= m)
             && login.satisfies(&request.acr_values)
     });
     match (usable, request.prompts("none")) {

@@ -236,7 +236,7 @@ fn check_claims(
     let iat = time_claim(claims, "iat", numeric_strings)?;
     let nbf = time_claim(claims, "nbf", numeric_strings)?;
     let now_s = now.secs();
-    if exp <= now_s - CLOCK_SKEW {
+    if exp <= now_s.saturating_sub(CLOCK_SKEW) {
         return Err(OAuthError::invalid_client(
             "client_assertion has expired (exp is past)",
         ));
@@ -253,7 +253,7 @@ fn check_claims(
     }
     // Without iat, the lifetime is measured from now.
     let start = iat.unwrap_or(now_s);
-    if exp - start > MAX_ASSERTION_LIFETIME {
+    if exp.saturating_sub(start) > MAX_ASSERTION_LIFETIME {
         return Err(OAuthError::invalid_client(format!(
             "client_assertion lives too long: exp must be at most {MAX_ASSERTION_LIFETIME} s after iat"
         )));

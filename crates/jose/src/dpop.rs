@@ -192,7 +192,7 @@ pub fn check_proof(proof: &str, req: &ProofRequirements<'_>) -> Result<CheckedPr
         }
     }
     // (11) iat within the window, also when a nonce is present.
-    if (iat - req.now).abs() > req.max_age {
+    if iat.abs_diff(req.now) > req.max_age.unsigned_abs() {
         return Err(invalid(format!(
             "DPoP proof iat is more than {} s from the server's time",
             req.max_age

@@ -285,6 +285,12 @@ impl App {
                     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
                 }),
             )
+            // Defence in depth: a panic in a handler is a bug, answered as server_error (and
+            // logged) rather than a dropped connection.
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                axum::response::IntoResponse::into_response(crate::error::ApiError::Internal("handler panicked".into()))
+            }))
             .layer(axum::middleware::from_fn(crate::metrics::track))
             .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
             .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(RandomRequestId))

@@ -282,3 +282,17 @@ fn proofs_from_every_algorithm_verify() {
         assert!(check_proof(&p, &r).is_ok(), "{alg}");
     }
 }
+
+#[test]
+fn extreme_iat_values_are_refused_without_overflow() {
+    let key = SigningKey::generate(Alg::ES256).unwrap();
+    for iat in [i64::MIN, i64::MAX] {
+        let (h, mut c) = base(&key);
+        c["iat"] = json!(iat);
+        let proof = proof_with(h, c, &key);
+        assert!(
+            check_proof(&proof, &req("POST", URL, NOW)).is_err(),
+            "{iat}"
+        );
+    }
+}
