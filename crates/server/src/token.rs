@@ -91,37 +91,48 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
             refresh_grant(app, &client, r, asserted.as_ref(), dpop.as_ref(), now).await
         }
         TokenRequest::TokenExchange(r) => {
-            let ring = app.keys.current();
-            let subject = exchange::verify_subject(
-                &r.subject_token,
-                &ring.verifiers,
-                &app.settings.issuer,
-                now,
-            )?;
-            if app.store.is_token_revoked(subject.jti()).await? {
-                return Err(OAuthError::invalid_request("invalid subject_token - revoked").into());
-            }
-            let actor_org = select_org(app, &client, asserted.as_ref())?;
-            let max_depth = app.settings.exchange_max_depth;
-            let claims = exchange::exchange(
-                &client,
-                r,
-                &subject,
-                &app.settings.registry,
-                &app.policy,
-                max_depth,
-                now,
-                new_id()?,
-                dpop.as_ref(),
-                &actor_org,
-            )?;
-            let access_token = sign_access_token(app, &claims)?;
-            audit_exchange(&subject, &claims);
-            let mut body = response(access_token, &claims, None);
-            body.issued_token_type = Some(exchange::ACCESS_TOKEN_TYPE.into());
-            Ok(token_response(&body))
+            exchange_grant(app, &client, r, asserted.as_ref(), dpop.as_ref(), now).await
         }
     }
+}
+
+/// Token exchange (RFC 8693): verify the subject token, decide, sign, audit.
+async fn exchange_grant(
+    app: &App,
+    client: &AuthenticatedClient,
+    request: &exchange::ExchangeRequest,
+    asserted: Option<&serde_json::Value>,
+    dpop: Option<&VerifiedDpop>,
+    now: UnixTime,
+) -> Result<Response, ApiError> {
+    let ring = app.keys.current();
+    let subject = exchange::verify_subject(
+        &request.subject_token,
+        &ring.verifiers,
+        &app.settings.issuer,
+        now,
+    )?;
+    if app.store.is_token_revoked(subject.jti()).await? {
+        return Err(OAuthError::invalid_request("invalid subject_token - revoked").into());
+    }
+    let actor_org = select_org(app, client, asserted)?;
+    let claims = exchange::exchange(
+        client,
+        request,
+        &subject,
+        &app.settings.registry,
+        &app.policy,
+        app.settings.exchange_max_depth,
+        now,
+        new_id()?,
+        dpop,
+        &actor_org,
+    )?;
+    let access_token = sign_access_token(app, &claims)?;
+    audit_exchange(&subject, &claims);
+    let mut body = response(access_token, &claims, None);
+    body.issued_token_type = Some(exchange::ACCESS_TOKEN_TYPE.into());
+    Ok(token_response(&body))
 }
 
 fn select_org(
