@@ -126,7 +126,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     };
     let login = login_for(app, person, now)?;
     let cookie = session::start(app, headers, &login, now).await?;
-    tracing::info!(idp = IDP_NAME, client_id = %t.request.client_id, sid = %login.sid, "person logged in");
+    tracing::info!(target: "segl::audit", event = "login", idp = IDP_NAME, client_id = %t.request.client_id, sid = %login.sid, "person logged in");
     let mut r = issue_code(app, &t.request, login, now).await?;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r.headers_mut().append(

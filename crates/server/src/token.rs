@@ -350,7 +350,16 @@ fn sign_access_token(app: &App, claims: &grant::AccessTokenClaims) -> Result<Str
     crate::metrics::token_issued(grant);
     let ring = app.keys.current();
     let token = segl_jose::sign_jwt(&ring.signing, segl_proto::typ::ACCESS_TOKEN, claims)?;
-    tracing::info!(client_id = %claims.client_id, aud = %claims.aud, jti = %claims.jti, "access token issued");
+    tracing::info!(
+        target: "segl::audit",
+        event = "token_issued",
+        grant,
+        client_id = %claims.client_id,
+        orgnr_parent = %claims.orgnr_parent,
+        aud = %claims.aud,
+        jti = %claims.jti,
+        "access token issued"
+    );
     Ok(token)
 }
 
@@ -452,7 +461,9 @@ pub(crate) fn verify_assertion(
     now: UnixTime,
 ) -> Result<VerifiedAssertion, ApiError> {
     Ok(client_auth::verify_assertion(params, &app.settings.registry, &app.policy, endpoint, now)
-        .inspect_err(|e| tracing::info!(client_id = ?params.client_id, error = %e, "client authentication failed"))?)
+        .inspect_err(|e| {
+            tracing::info!(target: "segl::audit", event = "client_authentication_failed", client_id = ?params.client_id, error = %e, "client authentication failed")
+        })?)
 }
 
 /// The per-client rate limit, once the client is known (before any store write).
