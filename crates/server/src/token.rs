@@ -23,6 +23,9 @@ use segl_proto::ErrorCode;
 use segl_proto::token::TokenResponse;
 use segl_store::{JtiKind, Redemption, Rotation};
 
+/// Marks a refresh family among the ids recorded with a code (access tokens are plain jtis).
+const FAMILY_PREFIX: &str = "refresh-family:";
+
 /// The largest request body accepted by form endpoints.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -189,6 +192,10 @@ async fn code_grant(
         };
         let json = serde_json::to_string(&data).map_err(|e| ApiError::Internal(e.to_string()))?;
         let family = new_id()?;
+        // Recorded with the code too, so a second redemption revokes the family (RFC 9700 §4.2.4).
+        app.store
+            .record_code_issue(&code_key, &format!("{FAMILY_PREFIX}{family}"))
+            .await?;
         app.store
             .insert_refresh(
                 &crate::session::key_of(&token),
@@ -318,8 +325,13 @@ async fn redeem(app: &App, code: &str, now: UnixTime) -> Result<([u8; 32], CodeG
         }
         Redemption::Reused { issued, .. } => {
             let until = now.secs() + app.settings.tokens.access_token_lifetime;
-            for jti in &issued {
-                app.store.revoke_token(jti, until).await?;
+            for issued_id in &issued {
+                match issued_id.strip_prefix(FAMILY_PREFIX) {
+                    Some(family) => {
+                        app.store.revoke_refresh_family(family).await?;
+                    }
+                    None => app.store.revoke_token(issued_id, until).await?,
+                }
             }
             tracing::warn!(
                 revoked = issued.len(),

@@ -508,3 +508,26 @@ async fn oauth4webapi_refresh_and_revocation() {
     )
     .await;
 }
+
+/// A second redemption of a code revokes the refresh-token family issued from the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_replay_revokes_the_refresh_family() {
+    let fx = Fixture::new(Backend::Sqlite, "").await;
+    let server = fx.start().await;
+    let mut flow = Flow::new(&fx, &server);
+    let mut browser = Browser::new();
+    let scopes = format!("{SCOPES} offline_access");
+    let back = flow
+        .login(&mut browser, "06828399789", &[("scope", &scopes)])
+        .await;
+    let code = query_of(&back)["code"].clone();
+    let first = flow.exchange(&code).await;
+    let rt = first.body["refresh_token"].as_str().unwrap().to_owned();
+    flow.exchange(&code)
+        .await
+        .expect_error(400, "invalid_grant");
+    let d = refresh(&mut flow, &rt, &[])
+        .await
+        .expect_error(400, "invalid_grant");
+    assert!(d.contains("revoked") || d.contains("unknown"), "{d}");
+}
