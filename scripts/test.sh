@@ -34,6 +34,11 @@ fi
 
 export SEGL_TEST_BROWSER="${SEGL_TEST_BROWSER-1}"
 if [ "$SEGL_TEST_BROWSER" = 1 ]; then
+  # Set-up on a fresh Debian machine: install Chromium when we may (root with apt-get).
+  if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "Installing Debian's chromium for the browser test…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true
+  fi
   [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || {
     echo "Chromium is needed for the browser test: ${CHROMIUM:-/usr/bin/chromium} is missing." >&2
     echo "Install it (Debian: apt-get install chromium), or set SEGL_TEST_BROWSER=0 to skip it." >&2
