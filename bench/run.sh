@@ -2,7 +2,7 @@
 # Token endpoint benchmark: Segl's client_credentials throughput and latency, and the server's
 # CPU time per token, for token signing_alg RS256 and ES256 at a few concurrency levels.
 #
-#   bash bench/run.sh [--quick] [--no-build] [--concurrency "4 16 64"] [--algs "RS256 ES256"]
+#   bash bench/run.sh [--quick] [--no-build] [--concurrency "4 16 64"] [--algs "RS256 ES256"] [--dpop]
 #
 # --quick: 3 s runs instead of 10 s; --no-build: use the release binaries already built.
 # The server is pinned to CPU 0 and segl-load to CPU 1 (after it has pre-signed its client
@@ -19,12 +19,14 @@ QUICK=0
 BUILD=1
 CONCURRENCY="4 16 64"
 ALGS="RS256 ES256"
+DPOP=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --no-build) BUILD=0 ;;
         --concurrency) CONCURRENCY="$2"; shift ;;
         --algs) ALGS="$2"; shift ;;
+        --dpop) DPOP=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -105,6 +107,10 @@ echo "- pinning: $PINNING"
 echo "- run: grant client_credentials, private_key_jwt (ES256 client key), no DPoP, SQLite;" \
      "timed phase ≤ ${DURATION} s or ≤ ${REQUESTS} requests, after ${WARMUP} warm-up requests$([[ $QUICK -eq 1 ]] && echo ' (--quick)')"
 echo
+DPOP_ARG=()
+[[ $DPOP -eq 1 ]] && DPOP_ARG=(--dpop)
+echo "- DPoP: $([[ $DPOP -eq 1 ]] && echo 'a proof with the server nonce on every request (nonce = required)' || echo 'off')"
+echo
 echo "| token alg | concurrency | tokens/s | p50 ms | p99 ms | server CPU µs/token | server CPU % | client CPU % | requests | errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 
@@ -161,7 +167,7 @@ TOML
     for C in $CONCURRENCY; do
         OUT="$("$LOAD" --issuer "$ISSUER" --client-id bench --key "$DIR/bench.private.jwk.json" \
             --scope bench:api/read --concurrency "$C" --requests "$REQUESTS" \
-            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$PID" "${LOAD_PIN[@]}" --json)" || {
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$PID" "${LOAD_PIN[@]}" "${DPOP_ARG[@]}" --json)" || {
             echo "run.sh: segl-load failed ($ALG, concurrency $C); server log tail:" >&2
             tail -n 20 "$DIR/server.log" >&2
             exit 1

@@ -109,7 +109,14 @@ struct Args {
     /// Print one JSON object line instead of the human-readable block.
     #[arg(long)]
     json: bool,
+    /// Send a DPoP proof (ES256, one key) with every request, with the server's nonce (fetched
+    /// once before pre-signing; a nonce stays valid for at least five minutes).
+    #[arg(long)]
+    dpop: bool,
 }
+
+/// A pre-signed request: the form body and, with `--dpop`, the proof.
+type Prepared = (String, Option<String>);
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -148,11 +155,21 @@ fn main() -> Result<()> {
     let total = args.warmup.saturating_add(args.requests).saturating_add(1);
     let presign_started = std::time::Instant::now();
     let iat = unix_now()?;
+    let token_url = url.to_string();
+    let dpop_key = segl_jose::SigningKey::generate(segl_jose::Alg::ES256)?;
+    let nonce = if args.dpop {
+        fetch_nonce(&url, &dpop_key)?
+    } else {
+        None
+    };
     let template = BodyTemplate {
         client_id: &args.client_id,
         aud: &args.issuer,
         scope: args.scope.as_deref(),
         iat,
+        dpop: args
+            .dpop
+            .then_some((&dpop_key, token_url.as_str(), nonce.as_deref())),
     };
     let (mut bodies, threads) = presign(&key, &template, total)?;
     let presign_secs = presign_started.elapsed().as_secs_f64();
@@ -190,6 +207,39 @@ fn main() -> Result<()> {
     }
     ensure!(report.ok > 0, "no request of the timed phase got a token");
     Ok(())
+}
+
+/// Asks the server for its current DPoP nonce: a request with a proof and no nonce is answered
+/// with a `DPoP-Nonce` header (servers that do not use nonces answer without one).
+fn fetch_nonce(url: &reqwest::Url, key: &segl_jose::SigningKey) -> Result<Option<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let now = i64::try_from(unix_now()?).unwrap_or(i64::MAX);
+    let proof = segl_jose::dpop::create_proof(key, "POST", url.as_str(), now, None, None)?;
+    runtime.block_on(async {
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot build the HTTP client")?
+            .post(url.clone())
+            .header("dpop", proof)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        Ok(response
+            .headers()
+            .get("dpop-nonce")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    })
 }
 
 /// Refuses a URL whose host is not a loopback address.
@@ -240,9 +290,28 @@ struct BodyTemplate<'a> {
     aud: &'a str,
     scope: Option<&'a str>,
     iat: u64,
+    /// With `--dpop`: the proof key, the token endpoint URL and the server nonce.
+    dpop: Option<(&'a segl_jose::SigningKey, &'a str, Option<&'a str>)>,
 }
 
 impl BodyTemplate<'_> {
+    /// A form body with a freshly signed assertion (a new random `jti`) and, with `--dpop`, a
+    /// fresh proof.
+    fn prepared(&self, key: &segl_jose::SigningKey) -> Result<Prepared> {
+        let proof = match self.dpop {
+            Some((dpop_key, url, nonce)) => Some(segl_jose::dpop::create_proof(
+                dpop_key,
+                "POST",
+                url,
+                i64::try_from(self.iat).unwrap_or(i64::MAX),
+                nonce,
+                None,
+            )?),
+            None => None,
+        };
+        Ok((self.body(key)?, proof))
+    }
+
     /// A complete form body with a freshly signed assertion (a new random `jti`).
     fn body(&self, key: &segl_jose::SigningKey) -> Result<String> {
         let mut jti = [0u8; 16];
@@ -273,22 +342,22 @@ impl BodyTemplate<'_> {
     }
 }
 
-/// Signs `count` request bodies on all cores; returns them and the number of threads used.
+/// Signs `count` requests on all cores; returns them and the number of threads used.
 fn presign(
     key: &segl_jose::SigningKey,
     template: &BodyTemplate<'_>,
     count: usize,
-) -> Result<(Vec<String>, usize)> {
+) -> Result<(Vec<Prepared>, usize)> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, count.max(1));
     let per_thread = count.div_ceil(threads);
-    let chunks: Vec<Result<Vec<String>>> = std::thread::scope(|s| {
+    let chunks: Vec<Result<Vec<Prepared>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
                 let n = per_thread.min(count.saturating_sub(i * per_thread));
-                s.spawn(move || (0..n).map(|_| template.body(key)).collect())
+                s.spawn(move || (0..n).map(|_| template.prepared(key)).collect())
             })
             .collect();
         handles
@@ -401,9 +470,9 @@ fn pin_to_cpu(cpu: usize) -> Result<()> {
 impl Run {
     async fn execute(
         &self,
-        probe: String,
-        warmup: Vec<String>,
-        timed: Vec<String>,
+        probe: Prepared,
+        warmup: Vec<Prepared>,
+        timed: Vec<Prepared>,
         expires: u64,
     ) -> Result<Report> {
         let client = reqwest::Client::builder()
@@ -419,13 +488,17 @@ impl Run {
         let url = Arc::new(self.url.clone());
 
         // One probe request first, alone: fail fast on a configuration error.
-        let response = client
+        let mut probe_request = client
             .post(url.as_ref().clone())
             .header(
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body(probe)
+            .body(probe.0);
+        if let Some(proof) = probe.1 {
+            probe_request = probe_request.header("dpop", proof);
+        }
+        let response = probe_request
             .send()
             .await
             .with_context(|| format!("POST {url}"))?;
@@ -511,7 +584,7 @@ fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
 async fn phase(
     client: &reqwest::Client,
     url: &Arc<reqwest::Url>,
-    bodies: Vec<String>,
+    bodies: Vec<Prepared>,
     concurrency: usize,
     deadline: Instant,
 ) -> Outcome {
@@ -548,7 +621,7 @@ async fn phase(
 async fn worker(
     client: reqwest::Client,
     url: Arc<reqwest::Url>,
-    queue: Arc<Mutex<std::vec::IntoIter<String>>>,
+    queue: Arc<Mutex<std::vec::IntoIter<Prepared>>>,
     deadline: Instant,
 ) -> Outcome {
     let mut out = Outcome::default();
@@ -578,17 +651,23 @@ struct TokenOk {
 }
 
 /// One token request; `Err` names the failure kind.
-async fn request(client: &reqwest::Client, url: &reqwest::Url, body: String) -> Result<(), String> {
-    let response = client
+async fn request(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    prepared: Prepared,
+) -> Result<(), String> {
+    let (body, proof) = prepared;
+    let mut builder = client
         .post(url.clone())
         .header(
             reqwest::header::CONTENT_TYPE,
             "application/x-www-form-urlencoded",
         )
-        .body(body)
-        .send()
-        .await
-        .map_err(|_| "transport".to_owned())?;
+        .body(body);
+    if let Some(proof) = proof {
+        builder = builder.header("dpop", proof);
+    }
+    let response = builder.send().await.map_err(|_| "transport".to_owned())?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|_| "transport".to_owned())?;
     if status != reqwest::StatusCode::OK {
@@ -819,11 +898,13 @@ mod tests {
             aud: "http://127.0.0.1:1",
             scope: Some("bench:api/read"),
             iat: 1000,
+            dpop: None,
         };
         let (bodies, _) = presign(&key, &t, 5).unwrap();
         assert_eq!(bodies.len(), 5);
         let mut jtis = std::collections::HashSet::new();
-        for b in &bodies {
+        for (b, proof) in &bodies {
+            assert!(proof.is_none());
             let form: BTreeMap<String, String> =
                 form_urlencoded::parse(b.as_bytes()).into_owned().collect();
             assert_eq!(form["grant_type"], "client_credentials");
@@ -839,5 +920,20 @@ mod tests {
             jtis.insert(c["jti"].as_str().unwrap().to_owned());
         }
         assert_eq!(jtis.len(), 5);
+        // With --dpop every request has its own proof, with the nonce.
+        let dpop_key = segl_jose::SigningKey::generate(segl_jose::Alg::ES256).unwrap();
+        let t = BodyTemplate {
+            dpop: Some((&dpop_key, "http://127.0.0.1:1/connect/token", Some("n1"))),
+            ..t
+        };
+        let (bodies, _) = presign(&key, &t, 3).unwrap();
+        let proofs: std::collections::HashSet<String> =
+            bodies.into_iter().map(|(_, p)| p.unwrap()).collect();
+        assert_eq!(proofs.len(), 3);
+        for p in &proofs {
+            let jws = segl_jose::UnverifiedJws::parse(p).unwrap();
+            assert_eq!(jws.unverified_header_str("typ"), Some("dpop+jwt"));
+            assert_eq!(jws.unverified_claims()["nonce"], "n1");
+        }
     }
 }
