@@ -11,11 +11,8 @@ use crate::error::ApiError;
 use aws_lc_rs::hmac;
 use axum::http::HeaderMap;
 use segl_core::{OAuthError, UnixTime};
-use segl_jose::dpop::{
-    self, CheckedProof, DpopError, NoncePolicy, ProofRequirements, VerifiedDpop,
-};
+use segl_jose::dpop::{self, CheckedProof, DpopError, NoncePolicy, ProofRequirements};
 use segl_proto::ErrorCode;
-use segl_store::JtiKind;
 
 /// How far a proof's `iat` may be from the server's time (DESIGN.md contract: 60 s).
 pub const PROOF_MAX_AGE: i64 = 60;
@@ -117,7 +114,7 @@ pub fn to_oauth(e: DpopError) -> OAuthError {
 }
 
 /// Checks the request's DPoP proof, if it has one, for `POST url`: exactly one header, and
-/// every stateless check. The `jti` is recorded later by [`record`].
+/// every stateless check. The `jti` is recorded later (`token::record_jtis`).
 pub fn check(
     app: &App,
     headers: &HeaderMap,
@@ -155,21 +152,6 @@ pub fn check(
     dpop::check_proof(proof, &requirements)
         .map(Some)
         .map_err(|e| to_oauth(e).into())
-}
-
-/// Records a checked proof's `jti` (shared by every process on the store).
-pub async fn record(
-    app: &App,
-    proof: Option<CheckedProof>,
-) -> Result<Option<VerifiedDpop>, ApiError> {
-    let Some(proof) = proof else { return Ok(None) };
-    // Kept one second past the acceptance window.
-    let until = proof.remember_until(PROOF_MAX_AGE) + 1;
-    let fresh = app
-        .store
-        .insert_jti(JtiKind::DpopProof, &proof.replay_key(), until)
-        .await?;
-    Ok(Some(proof.accept(fresh).map_err(to_oauth)?))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use crate::App;
 use crate::dpop;
 use crate::error::ApiError;
 use crate::session::{key_of, random_token};
-use crate::token::{nonce_header, read_form, record_assertion, take_client_auth, verify_assertion};
+use crate::token::{nonce_header, read_form, take_client_auth, verify_assertion};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -44,8 +44,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     crate::token::limit_client(app, &assertion)?;
     let par_url = format!("{}{}", app.settings.issuer, segl_proto::paths::PAR);
     let proof = dpop::check(app, headers, &par_url, now)?;
-    let client = record_assertion(app, assertion).await?;
-    let proof = dpop::record(app, proof).await?;
+    let (client, proof) = crate::token::record_jtis(app, assertion, proof).await?;
     let outcome = authorize::pushed_request(
         &mut form,
         &client,

@@ -58,8 +58,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     let assertion = verify_assertion(app, &auth, Endpoint::Token, now)?;
     limit_client(app, &assertion)?;
     let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
-    let client = record_assertion(app, assertion).await?;
-    let dpop = dpop::record(app, proof).await?;
+    let (client, dpop) = record_jtis(app, assertion, proof).await?;
     // Which organization the client acts for: from its assertion (any grant, so a refresh can
     // switch organization), else what the grant remembers.
     let asserted = organization::from_assertion(client.assertion_claims())?.cloned();
@@ -484,6 +483,39 @@ pub(crate) fn limit_client(app: &App, assertion: &VerifiedAssertion) -> Result<(
         .client
         .check(assertion.client_id(), std::time::Instant::now())
         .map_err(ApiError::RateLimited)
+}
+
+/// The stateful part of client authentication and DPoP together: the assertion's and the
+/// proof's `jti` in one store transaction (one durable commit on the token path).
+pub(crate) async fn record_jtis(
+    app: &App,
+    assertion: VerifiedAssertion,
+    proof: Option<segl_jose::dpop::CheckedProof>,
+) -> Result<(AuthenticatedClient, Option<VerifiedDpop>), ApiError> {
+    let Some(proof) = proof else {
+        return Ok((record_assertion(app, assertion).await?, None));
+    };
+    let (akey, pkey) = (assertion.replay_key(), proof.replay_key());
+    let items = [
+        (
+            JtiKind::ClientAssertion,
+            &akey[..],
+            assertion.remember_until().secs(),
+        ),
+        (
+            JtiKind::DpopProof,
+            &pkey[..],
+            proof.remember_until(dpop::PROOF_MAX_AGE) + 1,
+        ),
+    ];
+    let fresh = crate::metrics::store_op("insert_jtis", app.store.insert_jtis(&items)).await?;
+    let (a, p) = (
+        fresh.first().copied().unwrap_or(false),
+        fresh.get(1).copied().unwrap_or(false),
+    );
+    let client = assertion.accept(a)?;
+    let dpop = proof.accept(p).map_err(dpop::to_oauth)?;
+    Ok((client, Some(dpop)))
 }
 
 /// private_key_jwt, stateful part: record the `jti` (the unique insert is the replay check,

@@ -195,6 +195,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// (a replay). The record is kept at least until `expires_at`.
     async fn insert_jti(&self, kind: JtiKind, key: &[u8], expires_at: i64) -> Result<bool, Error>;
 
+    /// Records several one-time identifiers in one transaction (one durable commit): the
+    /// verdict of each, in order, as [`Store::insert_jti`] gives it.
+    async fn insert_jtis(&self, items: &[(JtiKind, &[u8], i64)]) -> Result<Vec<bool>, Error> {
+        let mut out = Vec::with_capacity(items.len());
+        for (kind, key, expires_at) in items {
+            out.push(self.insert_jti(*kind, key, *expires_at).await?);
+        }
+        Ok(out)
+    }
+
     /// Deletes every row whose `expires_at` is before `now` (a row expiring exactly at `now` is
     /// kept): `jti`s, records, authorization codes together with the token ids recorded for
     /// them, revocations, and refresh tokens and refresh-token families (replaced, revoked or

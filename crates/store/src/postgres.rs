@@ -338,6 +338,32 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// One transaction: one commit for all the records.
+    async fn insert_jtis(&self, items: &[(JtiKind, &[u8], i64)]) -> Result<Vec<bool>, Error> {
+        for (_, key, _) in items {
+            check_key("jti key", key)?;
+        }
+        self.run("insert_jtis", || async move {
+            let mut tx = self.pool.begin().await?;
+            let mut out = Vec::with_capacity(items.len());
+            for (kind, key, expires_at) in items {
+                let done = sqlx::query(
+                    "INSERT INTO jti (kind, key, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (kind, key) DO NOTHING",
+                )
+                .bind(kind.code())
+                .bind(*key)
+                .bind(*expires_at)
+                .execute(&mut *tx)
+                .await?;
+                out.push(done.rows_affected() == 1);
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// One transaction: the expired rows of every table, then the issues of codes that no
     /// longer exist.
     async fn purge_expired(&self, now: i64) -> Result<u64, Error> {

@@ -287,6 +287,34 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// One `BEGIN IMMEDIATE` transaction: one commit (one fsync) for all the records.
+    async fn insert_jtis(&self, items: &[(JtiKind, &[u8], i64)]) -> Result<Vec<bool>, Error> {
+        for (_, key, _) in items {
+            check_key("jti key", key)?;
+        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (kind, key, expires_at) in items {
+            let done = sqlx::query(
+                "INSERT INTO jti (kind, key, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (kind, key) DO NOTHING",
+            )
+            .bind(kind.code())
+            .bind(*key)
+            .bind(*expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            out.push(done.rows_affected() == 1);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(out)
+    }
+
     /// One write transaction: the expired rows of every table, then the issues of codes
     /// that no longer exist.
     async fn purge_expired(&self, now: i64) -> Result<u64, Error> {

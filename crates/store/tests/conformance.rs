@@ -1353,6 +1353,39 @@ mod cases {
 
     /// Revoking a family (found by any of its tokens) makes every token of it Revoked;
     /// revoking is idempotent and reports whether the family exists.
+    pub async fn jti_batch_gives_each_verdict(db: &Db) {
+        let store = db.store().await;
+        assert!(
+            store
+                .insert_jti(JtiKind::DpopProof, b"seen", 100)
+                .await
+                .unwrap()
+        );
+        let verdicts = store
+            .insert_jtis(&[
+                (JtiKind::ClientAssertion, b"new", 100),
+                (JtiKind::DpopProof, b"seen", 100),
+                (JtiKind::DpopProof, b"other", 100),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(verdicts, vec![true, false, true]);
+        assert!(
+            !store
+                .insert_jti(JtiKind::ClientAssertion, b"new", 100)
+                .await
+                .unwrap(),
+            "committed"
+        );
+        assert!(
+            store
+                .insert_jtis(&[(JtiKind::DpopProof, &[0u8; 65], 100)])
+                .await
+                .is_err(),
+            "key bound"
+        );
+    }
+
     pub async fn refresh_lookup_reports_liveness(db: &Db) {
         let store = db.store().await;
         assert_eq!(store.refresh_lookup(b"l0", 10).await.unwrap(), None);
@@ -1780,6 +1813,7 @@ conformance!(
     refresh_concurrent_different_successors_revoke,
     refresh_family_revocation,
     refresh_lookup_reports_liveness,
+    jti_batch_gives_each_verdict,
     refresh_conflicts_and_limits,
     delegations_add_remove_list,
     purge_expired_removes_refresh_state,

@@ -180,13 +180,13 @@ both!(
             ),
             (
                 "iat old",
-                proof(json!({"iat": t - 61}), json!({})),
+                proof(json!({"iat": t - 75}), json!({})),
                 "invalid_dpop_proof",
                 proof(json!({"iat": t - 50}), json!({})),
             ),
             (
                 "iat future",
-                proof(json!({"iat": t + 61}), json!({})),
+                proof(json!({"iat": t + 75}), json!({})),
                 "invalid_dpop_proof",
                 proof(json!({"iat": t + 50}), json!({})),
             ),
