@@ -104,7 +104,7 @@ echo "- machine: $NCPU CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r)"
 echo "- commit: $COMMIT"
 echo "- rustc: $(rustc --version 2>/dev/null || echo unknown)"
 echo "- pinning: $PINNING"
-echo "- run: grant client_credentials, private_key_jwt (ES256 client key), no DPoP, SQLite;" \
+echo "- run: grant client_credentials, private_key_jwt (ES256 client key), SQLite;" \
      "timed phase ≤ ${DURATION} s or ≤ ${REQUESTS} requests, after ${WARMUP} warm-up requests$([[ $QUICK -eq 1 ]] && echo ' (--quick)')"
 echo
 DPOP_ARG=()
