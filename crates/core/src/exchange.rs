@@ -12,7 +12,7 @@ use crate::grant::{AccessTokenClaims, Confirmation};
 use crate::organization::OrgSelection;
 use crate::{OAuthError, Policy, Profile, Registry, UnixTime};
 use segl_jose::dpop::VerifiedDpop;
-use segl_jose::{JsonObject, UnverifiedJws, VerifyingKey};
+use segl_jose::{JsonObject, VerifyingKey};
 use segl_proto::{ErrorCode, claims as c};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -68,29 +68,16 @@ pub fn verify_subject(
     issuer: &str,
     now: UnixTime,
 ) -> Result<SubjectToken, OAuthError> {
-    let jws = UnverifiedJws::parse(jwt).map_err(|e| bad_subject(&e.to_string()))?;
-    if jws.unverified_header_str("typ") != Some(segl_proto::typ::ACCESS_TOKEN) {
-        return Err(bad_subject("not an access token (typ at+jwt)"));
-    }
-    let kid = jws.unverified_header_str("kid").map(str::to_owned);
-    let candidates = keys
-        .iter()
-        .filter(|k| kid.is_none() || k.kid() == kid.as_deref());
-    let claims = jws
-        .verify_any(candidates)
-        .map_err(|_| bad_subject("signature does not verify with this issuer's keys"))?
-        .into_claims();
-    if claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-        return Err(bad_subject("not issued by this issuer"));
-    }
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| bad_subject("no exp"))?;
-    if exp <= now.secs() {
-        return Err(bad_subject("expired"));
-    }
-    Ok(SubjectToken { claims })
+    crate::issued::verify(
+        jwt,
+        keys,
+        issuer,
+        crate::issued::Kind::AccessToken,
+        false,
+        now,
+    )
+    .map(|claims| SubjectToken { claims })
+    .map_err(|e| bad_subject(&e))
 }
 
 /// How deep the `act` chain of a token is.

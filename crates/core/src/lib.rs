@@ -13,6 +13,7 @@ pub mod exchange;
 pub mod form;
 pub mod grant;
 pub mod identity;
+pub mod issued;
 pub mod organization;
 pub mod policy;
 pub mod refresh;

@@ -192,18 +192,15 @@ pub struct Keyring {
     pub signing: Arc<SigningKey>,
     /// The JWKS document (current, next and retired public keys), serialized once.
     pub jwks_json: Arc<[u8]>,
-    /// Kids and states, for diagnostics.
-    pub states: Vec<(String, KeyState)>,
     /// Verifiers for every published key (our own tokens at userinfo and logout).
     pub verifiers: Vec<segl_jose::VerifyingKey>,
 }
 
-/// Loads, creates, rotates and refreshes the keys of one server process.
+/// Loads, creates and refreshes the keys of one server process (rotation: [`rotate`]).
 #[derive(Debug)]
 pub struct KeyManager {
     store: Arc<dyn Store>,
     kek: Kek,
-    alg: Alg,
     retention: i64,
     ring: RwLock<Arc<Keyring>>,
     opened: OpenedKeys,
@@ -238,7 +235,6 @@ impl KeyManager {
         Ok(KeyManager {
             store,
             kek,
-            alg,
             retention,
             ring: RwLock::new(Arc::new(first)),
             opened,
@@ -268,11 +264,6 @@ impl KeyManager {
             Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
         }
         Ok(())
-    }
-
-    /// Adds a key for this manager's algorithm that signs from `activate_at`.
-    pub async fn rotate(&self, now: i64, activate_at: i64) -> Result<String, KeyError> {
-        rotate(self.store.as_ref(), &self.kek, self.alg, now, activate_at).await
     }
 }
 
@@ -326,7 +317,6 @@ async fn build_ring(
     Ok(Keyring {
         signing,
         jwks_json: Arc::from(jwks_json),
-        states: stored.iter().map(|k| k.kid.clone()).zip(states).collect(),
         verifiers,
     })
 }

@@ -358,7 +358,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// expired token.
     ///
     /// Errors: [`Error::Corrupt`] for a key over 64 bytes.
-    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error>;
+    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error> {
+        Ok(self
+            .refresh_lookup(key, now)
+            .await?
+            .map(|r| (r.family_id, r.client_id)))
+    }
 
     /// A refresh token that has not expired, live or not (no change is made): what a caller
     /// checks before using it (owner, DPoP binding), and what introspection reports.

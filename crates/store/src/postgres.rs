@@ -688,21 +688,6 @@ impl Store for PgStore {
         })
     }
 
-    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error> {
-        check_key("refresh token key", key)?;
-        self.run("refresh_owner", || {
-            sqlx::query_as(
-                "SELECT t.family_id, f.client_id FROM refresh_tokens t \
-                 JOIN refresh_families f ON f.family_id = t.family_id \
-                 WHERE t.key = $1 AND t.expires_at > $2",
-            )
-            .bind(key)
-            .bind(now)
-            .fetch_optional(&self.pool)
-        })
-        .await
-    }
-
     async fn refresh_lookup(&self, key: &[u8], now: i64) -> Result<Option<RefreshRecord>, Error> {
         check_key("refresh token key", key)?;
         let row: Option<(String, String, String, Option<i64>, Option<i64>)> = self

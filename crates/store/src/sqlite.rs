@@ -699,20 +699,6 @@ impl Store for SqliteStore {
         ))
     }
 
-    async fn refresh_owner(&self, key: &[u8], now: i64) -> Result<Option<(String, String)>, Error> {
-        check_key("refresh token key", key)?;
-        sqlx::query_as(
-            "SELECT t.family_id, f.client_id FROM refresh_tokens t \
-             JOIN refresh_families f ON f.family_id = t.family_id \
-             WHERE t.key = ? AND t.expires_at > ?",
-        )
-        .bind(key)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)
-    }
-
     async fn refresh_lookup(&self, key: &[u8], now: i64) -> Result<Option<RefreshRecord>, Error> {
         check_key("refresh token key", key)?;
         let row: Option<(String, String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
