@@ -358,9 +358,6 @@ fn settings(args: &ConfigArgs, announce: bool) -> Result<Settings> {
 async fn serve(args: ConfigArgs) -> Result<()> {
     let settings = settings(&args, true)?;
     let dev = settings.dev_mode;
-    for key in &settings.inert {
-        tracing::warn!("{} is read but not acted on by this version", key);
-    }
     let kek_env = std::env::var("SEGL_KEY_ENCRYPTION_KEY").ok();
     let (app, kek_created) = segl_server::App::build(settings, kek_env.as_deref()).await?;
     if let (true, config::KekSource::DevFile(p)) = (kek_created, &app.settings.kek) {
@@ -431,12 +428,14 @@ async fn keys_rotate(args: ConfigArgs, activate_in: Option<i64>) -> Result<()> {
     let kek_env = std::env::var("SEGL_KEY_ENCRYPTION_KEY").ok();
     let (kek, _) = segl_server::keys::Kek::load(&settings.kek, kek_env.as_deref())?;
     let now = segl_client::unix_now();
-    let kid =
+    let (kid, activate_at) =
         segl_server::keys::rotate(store.as_ref(), &kek, settings.signing_alg, now, now + delay)
             .await?;
     println!(
-        "added {} key {kid}: published now, signs in {delay} s (running servers pick it up within {} s)",
-        settings.signing_alg, settings.keys.refresh_interval
+        "added {} key {kid}: published now, signs in {} s (running servers pick it up within {} s)",
+        settings.signing_alg,
+        activate_at - now,
+        settings.keys.refresh_interval
     );
     Ok(())
 }

@@ -48,6 +48,10 @@ pub struct AuthorizationRequest {
     pub dpop_jkt: Option<String>,
     /// Raw `authorization_details` from a request object, if any.
     pub authorization_details: Option<Value>,
+    /// HelseID's `on_behalf_of`: the organization the person logs in on behalf of, passed on
+    /// to upstream identity providers that accept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -219,6 +223,15 @@ pub fn pushed_request(
         })?),
         None => None,
     };
+    let on_behalf_of = form.take("on_behalf_of");
+    if on_behalf_of
+        .as_deref()
+        .is_some_and(|o| o.len() != 9 || !o.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(OAuthError::invalid_request(
+            "on_behalf_of must be a nine-digit organization number",
+        ));
+    }
     Ok(ParOutcome {
         request: AuthorizationRequest {
             client_id: client.client_id.clone(),
@@ -238,6 +251,7 @@ pub fn pushed_request(
             resources,
             dpop_jkt,
             authorization_details: details,
+            on_behalf_of,
         },
         request_object_jti,
     })
@@ -515,6 +529,7 @@ mod tests {
             resources: vec![],
             dpop_jkt: None,
             authorization_details: None,
+            on_behalf_of: None,
         }
     }
 

@@ -68,14 +68,11 @@ impl Login {
     /// `Level3`/`Substantial` level 3 or more; `idp:<name>` must name this login's IdP.
     pub fn satisfies(&self, acr_values: &[String]) -> bool {
         let level: u8 = self.security_level.parse().unwrap_or(0);
-        acr_values.iter().all(|v| match v.as_str() {
-            "Level4" | "High" | "high" => level >= 4,
-            "Level3" | "Substantial" | "substantial" => level >= 3,
-            other => match other.strip_prefix("idp:") {
-                Some(idp) => idp == self.idp,
-                None => true,
-            },
-        })
+        level >= required_level(acr_values)
+            && acr_values
+                .iter()
+                .filter_map(|v| v.strip_prefix("idp:"))
+                .all(|idp| idp == self.idp)
     }
 
     /// Identity claims for an access token, each only when its scope was granted; plus `idp`,
@@ -122,6 +119,20 @@ impl Login {
         }
         out
     }
+}
+
+/// The security level `acr_values` ask for: `Level4`/`High` 4, `Level3`/`Substantial` 3,
+/// else 0.
+pub fn required_level(acr_values: &[String]) -> u8 {
+    acr_values
+        .iter()
+        .map(|v| match v.as_str() {
+            "Level4" | "High" | "high" => 4,
+            "Level3" | "Substantial" | "substantial" => 3,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Whether `pid` is a well-formed Norwegian national identity number: eleven digits whose two

@@ -10,6 +10,7 @@ pub mod authorize;
 pub mod client_auth;
 mod error;
 pub mod exchange;
+pub mod federation;
 pub mod form;
 pub mod grant;
 pub mod identity;

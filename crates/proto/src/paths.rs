@@ -29,3 +29,9 @@ pub const REVOCATION: &str = "/connect/revocation";
 pub const INTROSPECTION: &str = "/connect/introspect";
 /// Prometheus metrics.
 pub const METRICS: &str = "/metrics";
+/// HelseID's list of identity providers (`available_idps` in discovery).
+pub const AVAILABLE_IDPS: &str = "/connect/availableidps";
+/// The identity-provider choice page (`?tx=…`, and `&idp=<name>` to choose).
+pub const IDP_CHOICE: &str = "/login/idp";
+/// Where an upstream identity provider returns the browser: `/federation/<name>/callback`.
+pub const FEDERATION_CALLBACK: &str = "/federation/{name}/callback";

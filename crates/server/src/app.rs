@@ -5,8 +5,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::keys::{Kek, KeyError, KeyManager};
 use crate::{
-    authorize, discovery, endsession, health, introspect, par, revocation, test_idp, token,
-    userinfo,
+    authorize, discovery, endsession, federation, health, introspect, par, revocation, test_idp,
+    token, userinfo,
 };
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
@@ -43,6 +43,10 @@ pub struct Inner {
     pub refresh_key: aws_lc_rs::hmac::Key,
     /// Rate limits.
     pub limits: crate::ratelimit::Limits,
+    /// Upstream identity providers' discovered metadata.
+    pub upstreams: federation::Upstreams,
+    /// What the decisions need of each upstream (`[[idp]]`), in configuration order.
+    pub upstream_policies: Vec<segl_core::federation::Upstream>,
     /// Delegations customer → supplier: the configuration's and the store's.
     pub delegations: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
 }
@@ -168,6 +172,21 @@ pub(crate) fn routes() -> Vec<Route> {
             handler: get(test_idp::form).post(test_idp::submit),
         },
         Route {
+            metadata: Some("available_idps"),
+            path: paths::AVAILABLE_IDPS,
+            handler: get(federation::available),
+        },
+        Route {
+            metadata: None,
+            path: paths::IDP_CHOICE,
+            handler: get(federation::choose),
+        },
+        Route {
+            metadata: None,
+            path: paths::FEDERATION_CALLBACK,
+            handler: get(federation::callback),
+        },
+        Route {
             metadata: None,
             path: paths::HEALTH,
             handler: get(health::ready),
@@ -229,6 +248,12 @@ impl App {
             aws_lc_rs::hmac::HMAC_SHA256,
             &shared_secret(store.as_ref(), &settings, "pid-pseudonym-hmac").await?,
         );
+        let settings_upstreams = settings.upstreams.len();
+        let upstream_policies = settings
+            .upstreams
+            .iter()
+            .map(|u| u.policy.clone())
+            .collect();
         let app = App(Arc::new(Inner {
             settings,
             policy,
@@ -249,6 +274,8 @@ impl App {
                     settings_rl.client_burst,
                 ),
             },
+            upstreams: federation::Upstreams::new(settings_upstreams),
+            upstream_policies,
             delegations: Default::default(),
         }));
         app.refresh_delegations()
@@ -263,7 +290,13 @@ impl App {
     /// The axum router for this app. The token, PAR and login endpoints are rate-limited per
     /// source address.
     pub fn router(&self) -> Router {
-        const LIMITED: [&str; 3] = [paths::TOKEN, paths::PAR, paths::TEST_IDP_LOGIN];
+        const LIMITED: [&str; 5] = [
+            paths::TOKEN,
+            paths::PAR,
+            paths::TEST_IDP_LOGIN,
+            paths::IDP_CHOICE,
+            paths::FEDERATION_CALLBACK,
+        ];
         routes()
             .into_iter()
             .fold(Router::new(), |r, route| {

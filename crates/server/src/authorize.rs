@@ -106,32 +106,31 @@ async fn handle(app: &App, headers: &HeaderMap, query: &str) -> Result<Response,
     }
 }
 
-/// Sends the browser to an identity provider that can satisfy the request.
+/// Sends the browser to an identity provider that can satisfy the request: straight to it when
+/// there is one (or `acr_values` names one with `idp:<name>`), else to the choice page.
 async fn start_login(
     app: &App,
     request: AuthorizationRequest,
     now: UnixTime,
 ) -> Result<Response, Failure> {
-    let wanted_idp = request
-        .acr_values
-        .iter()
-        .find_map(|v| v.strip_prefix("idp:"));
-    let test_idp_fits =
-        app.settings.test_idp && wanted_idp.is_none_or(|i| i == crate::test_idp::IDP_NAME);
-    if !test_idp_fits {
+    let choices = crate::federation::choices(app, &request);
+    let Some(first) = choices.first() else {
         let e = OAuthError::new(
             ErrorCode::AccessDenied,
             "no identity provider available for this request",
         );
         return Ok(redirect_error(app, &request, &e));
-    }
-    let tx = session::begin_transaction(app, request, now).await?;
-    let location = format!(
-        "{}{}?tx={tx}",
-        app.settings.issuer,
-        segl_proto::paths::TEST_IDP_LOGIN
-    );
-    let mut r = see_other(&location);
+    };
+    let tx = session::begin_transaction(app, request.clone(), now).await?;
+    let mut r = if choices.len() == 1 {
+        crate::federation::go_to(app, first, &tx, &request, now).await?
+    } else {
+        see_other(&format!(
+            "{}{}?tx={tx}",
+            app.settings.issuer,
+            segl_proto::paths::IDP_CHOICE
+        ))
+    };
     let cookie = session::set_cookie(
         app,
         session::TX_COOKIE,

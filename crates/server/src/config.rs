@@ -194,6 +194,9 @@ pub struct PersonConfig {
     pub family_name: String,
     #[serde(default)]
     pub hpr_number: Option<String>,
+    /// The level the test IdP logs this person in at: `"4"` (default) or `"3"`.
+    #[serde(default)]
+    pub security_level: Option<String>,
 }
 
 /// `[[api]]`.
@@ -285,6 +288,9 @@ pub struct IdpConfig {
     pub claims: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     pub acr_map: std::collections::BTreeMap<String, AcrLevels>,
+    /// Whether the upstream accepts HelseID's `on_behalf_of` (passed on when a client sends it).
+    #[serde(default)]
+    pub on_behalf_of: bool,
 }
 
 /// One `acr_map` entry.
@@ -350,6 +356,10 @@ pub struct Settings {
     pub dpop_nonce: String,
     /// The person register (`[[person]]`), by pid.
     pub persons: std::collections::HashMap<String, segl_core::identity::Person>,
+    /// The test IdP's level for registered persons that set one (`[[person]] security_level`).
+    pub person_levels: std::collections::HashMap<String, segl_core::federation::Level>,
+    /// Upstream OpenID providers (`[[idp]]`), in configuration order.
+    pub upstreams: Vec<UpstreamSettings>,
     /// Seconds a login session lasts.
     pub session_lifetime: i64,
     /// `[token_exchange] max_depth`.
@@ -358,8 +368,44 @@ pub struct Settings {
     pub delegations: Vec<(String, String)>,
     /// `[rate_limit]`.
     pub rate_limit: RateLimitConfig,
-    /// Keys the file sets that this version parses but does not act on yet.
-    pub inert: Vec<String>,
+}
+
+/// How Segl authenticates at an upstream's token (and PAR) endpoint.
+pub enum UpstreamAuth {
+    /// `private_key_jwt` with this key (`key_file`).
+    PrivateKeyJwt(Box<segl_jose::SigningKey>),
+    /// `client_secret_basic` with the secret from `client_secret_env`.
+    ClientSecretBasic(zeroize::Zeroizing<String>),
+}
+
+impl std::fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamAuth::PrivateKeyJwt(k) => write!(f, "private_key_jwt ({k:?})"),
+            UpstreamAuth::ClientSecretBasic(_) => {
+                f.write_str("client_secret_basic (secret hidden)")
+            }
+        }
+    }
+}
+
+/// One validated `[[idp]]`.
+#[derive(Debug)]
+pub struct UpstreamSettings {
+    /// What the decisions need (name, levels, claim names).
+    pub policy: segl_core::federation::Upstream,
+    /// The upstream's issuer (discovered at `{issuer}/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// Segl's client id at the upstream.
+    pub client_id: String,
+    /// Client authentication.
+    pub auth: UpstreamAuth,
+    /// Scopes asked for (always with `openid`).
+    pub scopes: Vec<String>,
+    /// The limit on every upstream call.
+    pub timeout: std::time::Duration,
+    /// Whether `on_behalf_of` is passed on.
+    pub on_behalf_of: bool,
 }
 
 /// Env variables that map to scalar keys: `SEGL_ISSUER`, `SEGL_TOKENS_SIGNING_ALG`, …
@@ -628,17 +674,28 @@ fn validate(
             "must be between 60 seconds and 7 days".into(),
         ));
     }
-    let mut inert = Vec::new();
-    for (present, name) in [
-        (!file.idp.is_empty(), "[[idp]]"),
-        (
-            file.client.iter().any(|c| c.require_dpop != Some(false)),
-            "client.require_dpop",
-        ),
-    ] {
-        if present {
-            inert.push(name.to_owned());
+    let person_levels = file
+        .person
+        .iter()
+        .filter_map(|p| Some((p.pid.clone(), p.security_level.as_deref()?)))
+        .enumerate()
+        .map(|(i, (pid, level))| match level {
+            "4" => Ok((pid, segl_core::federation::Level::high())),
+            "3" => Ok((pid, segl_core::federation::Level::substantial())),
+            other => Err(err(
+                &format!("person[{i}] (pid {pid:?}).security_level"),
+                format!("{other:?} is not \"4\" or \"3\""),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut upstreams: Vec<UpstreamSettings> = Vec::new();
+    for (i, idp) in file.idp.iter().enumerate() {
+        let key = format!("idp[{i}] (name {:?})", idp.name);
+        let u = build_upstream(idp, base).map_err(|(k, w)| err(&format!("{key}.{k}"), w))?;
+        if upstreams.iter().any(|o| o.policy.name == u.policy.name) {
+            return Err(err(&format!("{key}.name"), "is configured twice".into()));
         }
+        upstreams.push(u);
     }
     Ok(Settings {
         origin: origin.to_owned(),
@@ -655,6 +712,8 @@ fn validate(
         test_idp: file.test_idp.enabled,
         dpop_nonce: file.dpop.nonce.clone(),
         persons,
+        person_levels,
+        upstreams,
         session_lifetime: file.login.session_lifetime,
         exchange_max_depth: file.token_exchange.max_depth,
         delegations: file
@@ -663,7 +722,157 @@ fn validate(
             .map(|d| (d.from.clone(), d.to.clone()))
             .collect(),
         rate_limit: file.rate_limit.clone(),
-        inert,
+    })
+}
+
+/// Validates one `[[idp]]` (errors name the key within it).
+fn build_upstream(idp: &IdpConfig, base: &Path) -> Result<UpstreamSettings, (String, String)> {
+    use segl_core::federation::{ClaimNames, Level, TEST_IDP, Upstream, default_acr_map};
+    let e = |k: &str, w: String| (k.to_owned(), w);
+    if idp.name.is_empty()
+        || idp.name.len() > 64
+        || !idp
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err(e(
+            "name",
+            "must be 1–64 letters, digits, '-', '_' or '.' (it appears in acr_values=idp:<name> and in URLs)".into(),
+        ));
+    }
+    if idp.name == TEST_IDP {
+        return Err(e(
+            "name",
+            format!("{TEST_IDP} is the built-in test IdP's name"),
+        ));
+    }
+    // Upstream issuers may end with a slash (ID-porten's does); the rest is as for ours.
+    check_issuer(idp.issuer.strip_suffix('/').unwrap_or(&idp.issuer))
+        .map_err(|w| e("issuer", w))?;
+    if idp.client_id.is_empty() {
+        return Err(e("client_id", "must not be empty".into()));
+    }
+    let auth = match idp.client_auth.as_deref().unwrap_or("private_key_jwt") {
+        "private_key_jwt" => {
+            if idp.client_secret_env.is_some() {
+                return Err(e(
+                    "client_secret_env",
+                    "is for client_auth = \"client_secret_basic\"; private_key_jwt uses key_file"
+                        .into(),
+                ));
+            }
+            let file = idp.key_file.as_ref().ok_or_else(|| {
+                e("key_file", "private_key_jwt needs key_file: the private JWK Segl signs its client assertions with (segl keys generate makes one)".into())
+            })?;
+            let path = base.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|x| e("key_file", format!("{}: {x}", path.display())))?;
+            let jwk: segl_jose::Jwk = serde_json::from_str(&text)
+                .map_err(|x| e("key_file", format!("{}: not a JWK: {x}", path.display())))?;
+            let key = segl_jose::SigningKey::from_private_jwk(&jwk, None).map_err(|x| {
+                e(
+                    "key_file",
+                    format!("{}: not a usable private JWK: {x}", path.display()),
+                )
+            })?;
+            UpstreamAuth::PrivateKeyJwt(Box::new(key))
+        }
+        "client_secret_basic" => {
+            if idp.key_file.is_some() {
+                return Err(e(
+                    "key_file",
+                    "is for client_auth = \"private_key_jwt\"".into(),
+                ));
+            }
+            let var = idp.client_secret_env.as_deref().ok_or_else(|| {
+                e("client_secret_env", "client_secret_basic needs client_secret_env: the name of the environment variable that holds the secret".into())
+            })?;
+            let secret = std::env::var(var)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    e(
+                        "client_secret_env",
+                        format!("the environment variable {var} is not set"),
+                    )
+                })?;
+            UpstreamAuth::ClientSecretBasic(zeroize::Zeroizing::new(secret))
+        }
+        other => {
+            return Err(e(
+                "client_auth",
+                format!("{other:?} is not private_key_jwt or client_secret_basic"),
+            ));
+        }
+    };
+    let scopes = if idp.scopes.is_empty() {
+        vec!["openid".to_owned()]
+    } else {
+        idp.scopes.clone()
+    };
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(e("scopes", "must include openid".into()));
+    }
+    let timeout = idp.timeout.unwrap_or(10);
+    if !(1..=120).contains(&timeout) {
+        return Err(e("timeout", "must be between 1 and 120 seconds".into()));
+    }
+    let mut claims = ClaimNames::default();
+    for (ours, theirs) in &idp.claims {
+        if theirs.is_empty() || !claims.set(ours, theirs) {
+            return Err(e(
+                &format!("claims.{ours}"),
+                format!(
+                    "claims maps {} to non-empty upstream claim names",
+                    ClaimNames::KEYS.join(", ")
+                ),
+            ));
+        }
+    }
+    let acr_map = if idp.acr_map.is_empty() {
+        default_acr_map()
+    } else {
+        let mut map = std::collections::BTreeMap::new();
+        for (acr, l) in &idp.acr_map {
+            if !matches!(l.security_level.as_str(), "1" | "2" | "3" | "4")
+                || l.assurance_level.is_empty()
+            {
+                return Err(e(
+                    &format!("acr_map.{acr:?}"),
+                    "security_level is \"1\" to \"4\" and assurance_level is not empty".into(),
+                ));
+            }
+            map.insert(
+                acr.clone(),
+                Level {
+                    security_level: l.security_level.clone(),
+                    assurance_level: l.assurance_level.clone(),
+                },
+            );
+        }
+        map
+    };
+    if let Some(unmapped) = idp.acr_values.iter().find(|a| !acr_map.contains_key(*a)) {
+        return Err(e(
+            "acr_values",
+            format!("{unmapped:?} is asked for but acr_map does not say what level it is"),
+        ));
+    }
+    Ok(UpstreamSettings {
+        policy: Upstream {
+            name: idp.name.clone(),
+            display_name: idp.display_name.clone().unwrap_or_else(|| idp.name.clone()),
+            acr_values: idp.acr_values.clone(),
+            acr_map,
+            claims,
+        },
+        issuer: idp.issuer.clone(),
+        client_id: idp.client_id.clone(),
+        auth,
+        scopes,
+        timeout: std::time::Duration::from_secs(timeout),
+        on_behalf_of: idp.on_behalf_of,
     })
 }
 

@@ -342,19 +342,28 @@ fn open_key(
     Ok(key)
 }
 
-/// Generates and stores a key that signs from `activate_at`; returns its kid.
+/// Generates and stores a key that signs from `activate_at`, or one second after the newest
+/// existing key's activation if that is later (so the new key always takes over, even when
+/// rotated within the second the current key was made); returns its kid and activation time.
 pub async fn rotate(
     store: &dyn Store,
     kek: &Kek,
     alg: Alg,
     now: i64,
     activate_at: i64,
-) -> Result<String, KeyError> {
+) -> Result<(String, i64), KeyError> {
+    let newest = store
+        .signing_keys()
+        .await?
+        .iter()
+        .map(|k| k.activate_at)
+        .max();
+    let activate_at = newest.map_or(activate_at, |n| activate_at.max(n.saturating_add(1)));
     let key = SigningKey::generate(alg)?;
     store
         .insert_signing_key(&seal_key(kek, &key, now, activate_at)?)
         .await?;
-    Ok(key.kid().to_owned())
+    Ok((key.kid().to_owned(), activate_at))
 }
 
 fn seal_key(

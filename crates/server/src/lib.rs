@@ -14,6 +14,7 @@ mod discovery;
 pub mod dpop;
 mod endsession;
 pub mod error;
+pub mod federation;
 mod health;
 mod introspect;
 pub mod keys;

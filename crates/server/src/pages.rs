@@ -17,6 +17,7 @@ fn env() -> &'static Environment<'static> {
             ("base.html", include_str!("../templates/base.html")),
             ("login.html", include_str!("../templates/login.html")),
             ("message.html", include_str!("../templates/message.html")),
+            ("choose.html", include_str!("../templates/choose.html")),
         ] {
             if let Err(e) = env.add_template(name, text) {
                 tracing::error!(template = name, error = %e, "template does not compile");
@@ -43,6 +44,12 @@ pub struct Texts {
     pub logged_out_heading: &'static str,
     /// Logged out text.
     pub logged_out: &'static str,
+    choose_title: &'static str,
+    choose_heading: &'static str,
+    /// Refused login heading.
+    pub refused_heading: &'static str,
+    /// The link back to the client.
+    pub back_to_client: &'static str,
 }
 
 /// The texts for `lang` (`en`, else Norwegian Bokmål).
@@ -59,6 +66,10 @@ pub fn texts(lang: &str) -> &'static Texts {
         unknown_pid: "Ukjent eller ugyldig fødselsnummer.",
         logged_out_heading: "Logget ut",
         logged_out: "Du er logget ut.",
+        choose_title: "Velg innlogging",
+        choose_heading: "Velg hvordan du vil logge inn",
+        refused_heading: "Innloggingen ble avvist",
+        back_to_client: "Tilbake til tjenesten",
     };
     static EN: Texts = Texts {
         login_title: "Log in",
@@ -72,6 +83,10 @@ pub fn texts(lang: &str) -> &'static Texts {
         unknown_pid: "Unknown or invalid national identity number.",
         logged_out_heading: "Logged out",
         logged_out: "You are logged out.",
+        choose_title: "Choose login",
+        choose_heading: "Choose how to log in",
+        refused_heading: "The login was refused",
+        back_to_client: "Back to the service",
     };
     if lang == "en" { &EN } else { &NB }
 }
@@ -80,6 +95,7 @@ fn t_context(t: &Texts) -> minijinja::Value {
     context! {
         login_title => t.login_title, login_heading => t.login_heading, login_intro => t.login_intro,
         login_for => t.login_for, pid_label => t.pid_label, pid_help => t.pid_help, login_button => t.login_button,
+        choose_title => t.choose_title, choose_heading => t.choose_heading,
     }
 }
 
@@ -122,6 +138,45 @@ pub fn message(status: StatusCode, lang: &str, heading: &str, message: &str) -> 
         context! { lang => lang, heading => heading, message => message, is_error => status.as_u16() >= 400 },
     );
     with_headers(status, html, None)
+}
+
+/// A message with a link onward (followed by the browser after `refresh` seconds).
+pub fn message_with_link(
+    status: StatusCode,
+    lang: &str,
+    heading: &str,
+    message: &str,
+    href: &str,
+    refresh: u32,
+) -> Response {
+    let html = render(
+        "message.html",
+        context! {
+            lang => lang, heading => heading, message => message, is_error => status.as_u16() >= 400,
+            link => context! { href => href, text => texts(lang).back_to_client }, refresh => refresh,
+        },
+    );
+    with_headers(status, html, None)
+}
+
+/// One identity provider on the choice page.
+#[derive(serde::Serialize)]
+pub struct IdpOption {
+    /// The link that chooses it (contains its name).
+    pub href: String,
+    /// Its name.
+    pub name: String,
+    /// What the person sees.
+    pub display_name: String,
+}
+
+/// The identity-provider choice page.
+pub fn choose(lang: &str, client_name: &str, idps: &[IdpOption]) -> Response {
+    let html = render(
+        "choose.html",
+        context! { lang => lang, t => t_context(texts(lang)), client_name => client_name, idps => idps },
+    );
+    with_headers(StatusCode::OK, html, None)
 }
 
 /// An error page (never a redirect: used before the redirect URI is trusted).
@@ -172,7 +227,7 @@ mod tests {
 
     #[test]
     fn templates_compile_and_escape() {
-        for name in ["base.html", "login.html", "message.html"] {
+        for name in ["base.html", "login.html", "message.html", "choose.html"] {
             assert!(env().get_template(name).is_ok(), "{name}");
         }
         let html = render(

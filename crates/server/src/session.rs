@@ -5,6 +5,7 @@
 use crate::App;
 use crate::error::ApiError;
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use segl_core::UnixTime;
 use segl_core::authorize::AuthorizationRequest;
 use segl_core::identity::Login;
@@ -184,4 +185,22 @@ pub fn pseudonym(app: &App, pid: &str) -> String {
     use base64::Engine as _;
     let tag = aws_lc_rs::hmac::sign(&app.pseudonym_key, pid.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+}
+
+/// Completes a login: starts the session (single sign-on), records the audit event, issues the
+/// code and redirects to the client; the login-transaction cookie is cleared.
+pub async fn complete_login(
+    app: &App,
+    headers: &HeaderMap,
+    request: &AuthorizationRequest,
+    login: Login,
+    now: UnixTime,
+) -> Result<Response, ApiError> {
+    let cookie = start(app, headers, &login, now).await?;
+    tracing::info!(target: "segl::audit", event = "login", idp = %login.idp, security_level = %login.security_level, client_id = %request.client_id, sid = %login.sid, "person logged in");
+    let mut r = crate::authorize::issue_code(app, request, login, now).await?;
+    r.headers_mut().append(header::SET_COOKIE, cookie);
+    r.headers_mut()
+        .append(header::SET_COOKIE, set_cookie(app, TX_COOKIE, "", 0));
+    Ok(r)
 }

@@ -1,26 +1,27 @@
 //! The built-in test identity provider (`[test_idp] enabled = true`): a plain HTML form with a
 //! text input `pid`. A registered `[[person]]`, or any well-formed national identity number
-//! (with a generated name), logs in at security level 4 / assurance `high`, `amr` `["pwd"]`.
+//! (with a generated name), logs in at security level 4 / assurance `high` (or the person's
+//! `security_level`), `amr` `["pwd"]`.
 //!
 //! The form is bound to the browser that started the login twice over: the login-transaction
 //! cookie must equal the form's `tx`, and the form's `csrf` must equal the token stored with
 //! the transaction.
 
 use crate::App;
-use crate::authorize::issue_code;
 use crate::error::ApiError;
 use crate::pages::{self, LoginForm};
 use crate::session::{self, Transaction};
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use segl_core::UnixTime;
+use segl_core::federation::Level;
 use segl_core::form::Form;
 use segl_core::identity::{Login, Person, generated_person, is_national_id};
 
 /// The `idp` claim of test logins.
-pub const IDP_NAME: &str = "testidp-oidc";
+pub const IDP_NAME: &str = segl_core::federation::TEST_IDP;
 
 /// `GET /testidp/login?tx=…`: the form.
 pub(crate) async fn form(State(app): State<App>, RawQuery(query): RawQuery) -> Response {
@@ -125,15 +126,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
         return bad("this login is already finished");
     };
     let login = login_for(app, person, now)?;
-    let cookie = session::start(app, headers, &login, now).await?;
-    tracing::info!(target: "segl::audit", event = "login", idp = IDP_NAME, client_id = %t.request.client_id, sid = %login.sid, "person logged in");
-    let mut r = issue_code(app, &t.request, login, now).await?;
-    r.headers_mut().append(header::SET_COOKIE, cookie);
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        session::set_cookie(app, session::TX_COOKIE, "", 0),
-    );
-    Ok(r)
+    session::complete_login(app, headers, &t.request, login, now).await
 }
 
 fn find_person(app: &App, pid: &str) -> Option<Person> {
@@ -145,13 +138,19 @@ fn find_person(app: &App, pid: &str) -> Option<Person> {
 }
 
 fn login_for(app: &App, person: Person, now: UnixTime) -> Result<Login, ApiError> {
+    let level = app
+        .settings
+        .person_levels
+        .get(&person.pid)
+        .cloned()
+        .unwrap_or_else(Level::high);
     Ok(Login {
         pseudonym: session::pseudonym(app, &person.pid),
         person,
         idp: IDP_NAME.into(),
         amr: vec!["pwd".into()],
-        security_level: "4".into(),
-        assurance_level: "high".into(),
+        security_level: level.security_level,
+        assurance_level: level.assurance_level,
         network: "internett".into(),
         auth_time: now.secs(),
         sid: session::random_token()?,

@@ -52,6 +52,9 @@ pub enum RecordKind {
     LoginTransaction,
     /// A browser session (single sign-on), keyed by a digest of the session cookie.
     Session,
+    /// A login at an upstream identity provider in progress, keyed by a digest of the `state`
+    /// sent to it.
+    UpstreamLogin,
 }
 
 impl RecordKind {
@@ -61,6 +64,7 @@ impl RecordKind {
             RecordKind::PushedRequest => 1,
             RecordKind::LoginTransaction => 2,
             RecordKind::Session => 3,
+            RecordKind::UpstreamLogin => 4,
         }
     }
 }

@@ -106,7 +106,7 @@ pub fn query_of(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn hidden(html: &str, name: &str) -> String {
+pub fn hidden(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html
         .find(&marker)

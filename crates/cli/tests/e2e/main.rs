@@ -16,6 +16,7 @@ mod config_errors;
 mod discovery;
 mod dpop;
 mod exchange;
+mod federation;
 mod hostile;
 mod interop;
 mod keys;
