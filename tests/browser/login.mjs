@@ -8,6 +8,10 @@
 // http://127.0.0.1:PORT/callback is registered for the client), SCOPE, PID (default
 // 06828399789), ARTIFACTS_DIR (default ci-artifacts/ at the repository root), CHROMIUM
 // (default /usr/bin/chromium). Prints `verified …` and exits 0, or exits 1 with the reason.
+//
+// Federation: with IDP (an upstream's name) and UPSTREAM (its origin), the browser meets the
+// identity-provider choice page first, picks IDP, and logs in on the upstream's test IdP form;
+// the tokens must then name IDP as the `idp`.
 // Everything is loopback-only and every wait is bounded.
 import * as oauth from 'oauth4webapi'
 import * as jose from 'jose'
@@ -63,6 +67,10 @@ const artifacts =
   process.env.ARTIFACTS_DIR || fileURLToPath(new URL('../../ci-artifacts/', import.meta.url))
 mkdirSync(artifacts, { recursive: true })
 const redirectUri = `http://127.0.0.1:${redirectPort}/callback`
+const idpName = process.env.IDP || 'testidp-oidc'
+const formOrigin = process.env.UPSTREAM || issuer.origin
+const prefix = process.env.IDP ? 'federated-' : ''
+if (process.env.IDP) check(process.env.UPSTREAM, 'UPSTREAM is set with IDP')
 check(issuer.hostname === '127.0.0.1', `the issuer ${issuer} is on loopback`)
 
 // Every HTTP request of the client: plain http on loopback, bounded in time.
@@ -208,12 +216,26 @@ async function login(run, { expectForm }) {
   check(first, `${run}: a response to the authorization request`)
   let hit
   if (expectForm) {
+    let shown = first
+    if (process.env.IDP) {
+      // The choice page: one link per identity provider, chosen by its name.
+      const here = new URL(page.url())
+      equal(`${here.origin}${here.pathname}`, `${issuer.origin}/login/idp`, `${run}: the choice page`)
+      const choices = await page.locator('a[data-idp]').evaluateAll((as) => as.map((a) => a.dataset.idp))
+      check(choices.includes(idpName) && choices.includes('testidp-oidc'), `choices: ${choices}`)
+      await page.screenshot({ path: join(artifacts, 'idp-choice.png'), fullPage: true })
+      const [upstreamForm] = await Promise.all([
+        page.waitForNavigation(),
+        page.locator(`a[data-idp="${idpName}"]`).click(),
+      ])
+      shown = upstreamForm
+    }
     const url = new URL(page.url())
-    equal(`${url.origin}${url.pathname}`, `${issuer.origin}/testidp/login`, `${run}: the login page`)
-    equal(first.status(), 200, `${run}: login page status`)
+    equal(`${url.origin}${url.pathname}`, `${formOrigin}/testidp/login`, `${run}: the login page`)
+    equal(shown.status(), 200, `${run}: login page status`)
     const redirects = chain(first)
     check(redirects[0].startsWith(as.authorization_endpoint), `${run}: started at authorize`)
-    const headers = first.headers()
+    const headers = shown.headers()
     check(
       /(^|;)\s*frame-ancestors 'none'\s*(;|$)/.test(headers['content-security-policy'] ?? ''),
       `CSP with frame-ancestors 'none' (got ${headers['content-security-policy']})`,
@@ -221,7 +243,7 @@ async function login(run, { expectForm }) {
     equal(headers['x-frame-options'], 'DENY', 'X-Frame-Options')
     equal(headers['cache-control'], 'no-store', 'login page Cache-Control')
     equal(headers['referrer-policy'], 'no-referrer', 'login page Referrer-Policy')
-    const txCookie = (await context.cookies(issuer.origin)).find((c) => c.name === 'segl_tx')
+    const txCookie = (await context.cookies(formOrigin)).find((c) => c.name === 'segl_tx')
     check(txCookie?.httpOnly, 'the segl_tx cookie is set, HttpOnly')
     equal(txCookie.sameSite, 'Lax', 'segl_tx SameSite')
 
@@ -239,8 +261,8 @@ async function login(run, { expectForm }) {
     check(await page.locator('#login').isVisible(), 'the submit button #login is visible')
     const title = await page.title()
     await page.getByLabel(labelText, { exact: true }).fill(pid)
-    await page.screenshot({ path: join(artifacts, 'login-page.png'), fullPage: true })
-    console.log(`${run}: login page "${title}", label "${labelText}", screenshot login-page.png`)
+    await page.screenshot({ path: join(artifacts, `${prefix}login-page.png`), fullPage: true })
+    console.log(`${run}: login page "${title}" at ${formOrigin}, label "${labelText}", screenshot ${prefix}login-page.png`)
 
     // Either the redirect to the client or the form again with an error (fail fast on that).
     await page.locator('#login').click()
@@ -250,20 +272,22 @@ async function login(run, { expectForm }) {
     atCallback.catch(() => {})
     const outcome = await Promise.race([atCallback, refused])
     if (outcome === 'error') {
-      await page.screenshot({ path: join(artifacts, 'after-login.png'), fullPage: true })
+      await page.screenshot({ path: join(artifacts, `${prefix}after-login.png`), fullPage: true })
       throw new Error(`the test IdP refused ${pid}: ${await page.locator('#login-error').innerText()}`)
     }
     hit = await arrived
     check(!hit.referer, `no Referer on the redirect to the client (got ${hit.referer})`)
     await page.waitForLoadState('load')
-    await page.screenshot({ path: join(artifacts, 'after-login.png'), fullPage: true })
-    check((await context.cookies(issuer.origin)).every((c) => c.name !== 'segl_tx'), 'segl_tx is cleared')
+    await page.screenshot({ path: join(artifacts, `${prefix}after-login.png`), fullPage: true })
+    for (const origin of new Set([issuer.origin, formOrigin])) {
+      check((await context.cookies(origin)).every((c) => c.name !== 'segl_tx'), `segl_tx is cleared at ${origin}`)
+    }
   } else {
     hit = await arrived
     check(page.url().startsWith(redirectUri), `${run}: the browser is at the callback (${page.url()})`)
     const redirects = chain(first)
     check(
-      redirects.every((u) => !u.includes('/testidp/')),
+      redirects.every((u) => !u.includes('/testidp/') && !u.includes('/login/idp')),
       `${run}: single sign-on without the form (${redirects.join(' → ')})`,
     )
     console.log(`${run}: single sign-on: ${redirects.map((u) => new URL(u).pathname).join(' → ')}`)
@@ -311,7 +335,7 @@ async function login(run, { expectForm }) {
   equal(a['helseid://claims/identity/assurance_level'], 'high', 'access token assurance_level')
   equal(a['helseid://claims/hpr/hpr_number'], '431001110', 'access token hpr_number')
   equal(a.name, 'Kvart Grevling', 'access token name')
-  equal(a.idp, 'testidp-oidc', 'access token idp')
+  equal(a.idp, idpName, 'access token idp')
   check(typeof a.sub === 'string' && a.sub !== pid, 'access token sub is a pseudonym, not the pid')
 
   // The ID token, verified again with jose, claim by claim.
@@ -320,7 +344,7 @@ async function login(run, { expectForm }) {
   check(oauth.getValidatedIdTokenClaims(tokens)?.sub === i.sub, 'oauth4webapi validated the ID token')
   equal(i.aud, clientId, 'ID token aud')
   equal(i.nonce, nonce, 'ID token nonce')
-  equal(i.idp, 'testidp-oidc', 'ID token idp')
+  equal(i.idp, idpName, 'ID token idp')
   equal(i.amr, ['pwd'], 'ID token amr')
   equal(i.acr, 'Level4', 'ID token acr')
   check(typeof i.sid === 'string' && i.sid.length >= 16, 'ID token sid')
@@ -360,12 +384,12 @@ try {
   check(cspViolations.length === 0, `no CSP violations in the browser: ${cspViolations.join(' | ')}`)
   equal(callbacks.length, 2, 'two authorization responses')
   console.log(
-    `verified browser login with ${browser.version()}: form, PAR+PKCE+DPoP code flow, ` +
+    `verified browser login${process.env.IDP ? ` through ${idpName} at ${formOrigin}` : ''} with ${browser.version()}: form, PAR+PKCE+DPoP code flow, ` +
       `tokens, userinfo and single sign-on (${nonceRetries} DPoP nonce round trips)`,
   )
 } catch (err) {
   failure = err
-  await page.screenshot({ path: join(artifacts, 'failure.png'), fullPage: true }).catch(() => {})
+  await page.screenshot({ path: join(artifacts, `${prefix}failure.png`), fullPage: true }).catch(() => {})
   console.error(`the browser was at ${page.url()}`)
 } finally {
   await browser.close().catch(() => {})

@@ -223,13 +223,15 @@ pub fn pushed_request(
         })?),
         None => None,
     };
+    // HelseID's on_behalf_of: an organization the client is registered for (its own or a
+    // child organization), never one it merely names.
     let on_behalf_of = form.take("on_behalf_of");
-    if on_behalf_of
-        .as_deref()
-        .is_some_and(|o| o.len() != 9 || !o.bytes().all(|b| b.is_ascii_digit()))
+    if let Some(o) = &on_behalf_of
+        && *o != client.organization
+        && !client.child_organizations.contains(o)
     {
         return Err(OAuthError::invalid_request(
-            "on_behalf_of must be a nine-digit organization number",
+            "on_behalf_of must be this client's organization or one of its child organizations",
         ));
     }
     Ok(ParOutcome {

@@ -367,7 +367,10 @@ pub fn code_token(
         .map(String::as_str)
         .filter(|s| registry.api_of_scope(s).is_none());
     let scopes: Vec<&str> = identity_scopes.chain(api).collect();
-    let identity = grant.login.access_token_claims(&grant.request.scopes);
+    let mut identity = grant.login.access_token_claims(&grant.request.scopes);
+    if let Some(obo) = &grant.request.on_behalf_of {
+        identity.insert(c::ON_BEHALF_OF.into(), Value::from(obo.clone()));
+    }
     let base = Issue {
         org,
         policy,
@@ -407,6 +410,9 @@ pub fn id_token_claims(
     claims.insert("at_hash".into(), Value::from(at_hash));
     if let Some(nonce) = &grant.request.nonce {
         claims.insert("nonce".into(), Value::from(nonce.clone()));
+    }
+    if let Some(obo) = &grant.request.on_behalf_of {
+        claims.insert(c::ON_BEHALF_OF.into(), Value::from(obo.clone()));
     }
     claims.extend(login.scoped_claims(&grant.request.scopes));
     claims

@@ -12,6 +12,8 @@ pub const ORGNR_CHILD: &str = "helseid://claims/client/claims/orgnr_child";
 pub const ORGNR_SUPPLIER: &str = "helseid://claims/client/claims/orgnr_supplier";
 /// `helseid://claims/client/original_client_id` (after token exchange).
 pub const ORIGINAL_CLIENT_ID: &str = "helseid://claims/client/original_client_id";
+/// `helseid://claims/client/on_behalf_of`: the organization the person logged in on behalf of.
+pub const ON_BEHALF_OF: &str = "helseid://claims/client/on_behalf_of";
 /// `client_amr`: how the client authenticated.
 pub const CLIENT_AMR: &str = "client_amr";
 /// `helseid://claims/identity/pid`.

@@ -115,8 +115,6 @@ pub struct LoginForm<'a> {
     pub pid: &'a str,
     /// An error to show.
     pub error: Option<&'a str>,
-    /// The origin the form's answer redirects to (allowed by `form-action`).
-    pub redirect_origin: Option<&'a str>,
 }
 
 /// The test IdP's login form.
@@ -128,7 +126,7 @@ pub fn login(status: StatusCode, form: &LoginForm<'_>) -> Response {
             csrf => form.csrf, client_name => form.client_name, pid => form.pid, error => form.error,
         },
     );
-    with_headers(status, html, form.redirect_origin)
+    with_headers(status, html)
 }
 
 /// A page with a heading and a message (errors, logged out).
@@ -137,7 +135,7 @@ pub fn message(status: StatusCode, lang: &str, heading: &str, message: &str) -> 
         "message.html",
         context! { lang => lang, heading => heading, message => message, is_error => status.as_u16() >= 400 },
     );
-    with_headers(status, html, None)
+    with_headers(status, html)
 }
 
 /// A message with a link onward (followed by the browser after `refresh` seconds).
@@ -156,7 +154,7 @@ pub fn message_with_link(
             link => context! { href => href, text => texts(lang).back_to_client }, refresh => refresh,
         },
     );
-    with_headers(status, html, None)
+    with_headers(status, html)
 }
 
 /// One identity provider on the choice page.
@@ -176,7 +174,7 @@ pub fn choose(lang: &str, client_name: &str, idps: &[IdpOption]) -> Response {
         "choose.html",
         context! { lang => lang, t => t_context(texts(lang)), client_name => client_name, idps => idps },
     );
-    with_headers(StatusCode::OK, html, None)
+    with_headers(StatusCode::OK, html)
 }
 
 /// An error page (never a redirect: used before the redirect URI is trusted).
@@ -195,19 +193,17 @@ fn render(name: &str, ctx: minijinja::Value) -> String {
         })
 }
 
-/// Adds the page security headers.
-pub fn with_headers(status: StatusCode, html: String, form_target: Option<&str>) -> Response {
+/// Adds the page security headers. The policy has no `form-action`: browsers apply it to the
+/// whole redirect chain after the login form, and that chain leaves for the client's redirect
+/// URI — through a federating client (another Segl, say) to origins this page cannot know.
+pub fn with_headers(status: StatusCode, html: String) -> Response {
     let mut r = (status, Html(html)).into_response();
-    // form-action also governs the redirect after a form post in some browsers, so the
-    // client's origin is allowed there.
-    let csp = format!(
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
-        form_target.map(|o| format!(" {o}")).unwrap_or_default()
-    );
+    let csp = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'";
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
@@ -258,16 +254,12 @@ mod tests {
                 client_name: "C",
                 pid: "",
                 error: None,
-                redirect_origin: Some("http://127.0.0.1:9000"),
             },
         );
         let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
             .to_str()
             .unwrap();
-        assert!(
-            csp.contains("frame-ancestors 'none'")
-                && csp.contains("form-action 'self' http://127.0.0.1:9000")
-        );
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
         assert_eq!(r.headers()[header::X_FRAME_OPTIONS], "DENY");
     }
 }

@@ -61,9 +61,6 @@ fn render(
         .client(&t.request.client_id)
         .map(|c| c.name.clone())
         .unwrap_or_default();
-    let origin = url::Url::parse(&t.request.redirect_uri)
-        .ok()
-        .map(|u| u.origin().ascii_serialization());
     pages::login(
         status,
         &LoginForm {
@@ -74,7 +71,6 @@ fn render(
             client_name: &client_name,
             pid,
             error,
-            redirect_origin: origin.as_deref(),
         },
     )
 }

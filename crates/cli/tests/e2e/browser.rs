@@ -4,9 +4,13 @@
 //! userinfo, and single sign-on in the same browser. The script is `tests/browser/login.mjs`;
 //! it leaves screenshots in `ci-artifacts/` at the repository root.
 //!
+//! The same script also logs in through an upstream OpenID provider (a second `segl serve`):
+//! the choice page, the upstream's login form, back through the federation callback.
+//!
 //! Runs when `SEGL_TEST_BROWSER=1` (CI sets it, after installing `chromium` and `npm ci` in
 //! tests/browser); otherwise it says that it skipped.
 
+use crate::federation::{Federation, IDP};
 use crate::harness::*;
 use crate::login::SCOPES;
 use segl_jose::{Alg, SigningKey};
@@ -18,23 +22,18 @@ use std::time::Duration;
 const CLIENT_ID: &str = "browser-ehr";
 const PID: &str = "06828399789";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_in_a_real_browser() {
+fn browser_enabled() -> bool {
     if std::env::var("SEGL_TEST_BROWSER").as_deref() != Ok("1") {
         eprintln!(
             "SEGL_TEST_BROWSER is not 1: skipping the real-browser login test (scripts/test.sh runs it)"
         );
-        return;
+        return false;
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let script_dir = repo.join("tests/browser");
-    let artifacts = repo.join("ci-artifacts");
-    assert!(
-        script_dir.join("node_modules/playwright-core").is_dir(),
-        "run `npm ci --prefix tests/browser` first (scripts/test.sh does)"
-    );
+    true
+}
 
-    let redirect_port = free_port();
+/// The browser-test client's registration (with a redirect URI on `redirect_port`), and its key.
+fn browser_client(redirect_port: u16) -> (String, SigningKey) {
     let redirect_uri = format!("http://127.0.0.1:{redirect_port}/callback");
     let extra = format!(
         r#"
@@ -53,22 +52,40 @@ jwks_file = "{CLIENT_ID}.jwks.json"
             .collect::<Vec<_>>()
             .join(", "),
     );
-    let fx = Fixture::new(Backend::Sqlite, &extra).await;
-    let key = SigningKey::generate(Alg::ES256).unwrap();
+    (extra, SigningKey::generate(Alg::ES256).unwrap())
+}
+
+fn write_client_key(fx: &Fixture, key: &SigningKey) {
     std::fs::write(
         fx.dir.path().join(format!("{CLIENT_ID}.jwks.json")),
         json!({"keys": [key.public_jwk()]}).to_string(),
     )
     .unwrap();
-    let server = fx.start().await;
+}
 
+/// Runs `tests/browser/login.mjs` against `issuer` with `env` added; checks that it verified
+/// the login and left the screenshots `shots` in ci-artifacts/.
+async fn run_script(
+    issuer: &str,
+    key: &SigningKey,
+    redirect_port: u16,
+    env: &[(&str, String)],
+    shots: &[&str],
+) {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script_dir = repo.join("tests/browser");
+    let artifacts = repo.join("ci-artifacts");
+    assert!(
+        script_dir.join("node_modules/playwright-core").is_dir(),
+        "run `npm ci --prefix tests/browser` first (scripts/test.sh does)"
+    );
     // Stale screenshots must not pass for new ones.
-    for name in ["login-page.png", "after-login.png", "failure.png"] {
+    for name in shots {
         let _ = std::fs::remove_file(artifacts.join(name));
     }
     let mut node = tokio::process::Command::new("node");
     node.arg(script_dir.join("login.mjs"))
-        .env("ISSUER", &server.issuer)
+        .env("ISSUER", issuer)
         .env("CLIENT_ID", CLIENT_ID)
         .env(
             "CLIENT_JWK",
@@ -80,6 +97,9 @@ jwks_file = "{CLIENT_ID}.jwks.json"
         .env("ARTIFACTS_DIR", &artifacts)
         .current_dir(&script_dir)
         .kill_on_drop(true);
+    for (k, v) in env {
+        node.env(k, v);
+    }
     // The script bounds each of its own waits; this bounds the whole.
     let out = tokio::time::timeout(Duration::from_secs(180), node.output())
         .await
@@ -95,7 +115,7 @@ jwks_file = "{CLIENT_ID}.jwks.json"
         stdout.lines().any(|l| l.starts_with("verified ")),
         "{stdout}\n{stderr}"
     );
-    for name in ["login-page.png", "after-login.png"] {
+    for name in shots {
         let png = std::fs::read(artifacts.join(name))
             .unwrap_or_else(|e| panic!("ci-artifacts/{name}: {e}"));
         assert!(
@@ -105,4 +125,48 @@ jwks_file = "{CLIENT_ID}.jwks.json"
         );
     }
     println!("{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_in_a_real_browser() {
+    if !browser_enabled() {
+        return;
+    }
+    let redirect_port = free_port();
+    let (extra, key) = browser_client(redirect_port);
+    let fx = Fixture::new(Backend::Sqlite, &extra).await;
+    write_client_key(&fx, &key);
+    let server = fx.start().await;
+    run_script(
+        &server.issuer,
+        &key,
+        redirect_port,
+        &[],
+        &["login-page.png", "after-login.png"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federated_login_in_a_real_browser() {
+    if !browser_enabled() {
+        return;
+    }
+    let redirect_port = free_port();
+    let (extra, key) = browser_client(redirect_port);
+    let fed = Federation::new(Backend::Sqlite, "timeout = 10", &extra).await;
+    write_client_key(&fed.down, &key);
+    let down = fed.start_down().await;
+    run_script(
+        &down.issuer,
+        &key,
+        redirect_port,
+        &[("IDP", IDP.to_owned()), ("UPSTREAM", fed.up.issuer.clone())],
+        &[
+            "idp-choice.png",
+            "federated-login-page.png",
+            "federated-after-login.png",
+        ],
+    )
+    .await;
 }

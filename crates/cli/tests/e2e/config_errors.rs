@@ -91,3 +91,78 @@ fn missing_key_encryption_key_says_how_to_make_one() {
         &["openssl rand -base64 32"],
     );
 }
+
+#[test]
+fn upstream_idp_mistakes_are_named() {
+    let idp = |body: &str| {
+        format!("{HEAD}[[idp]]\nname = \"idporten-oidc\"\nclient_id = \"segl\"\n{body}")
+    };
+    let key = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}"#;
+    let https = "issuer = \"https://idporten.example/\"\n";
+    for (body, files, expect) in [
+        (
+            "issuer = \"http://idporten.example\"\nkey_file = \"k.json\"\n",
+            vec![("k.json", key)],
+            vec!["idp[0] (name \"idporten-oidc\").issuer", "loopback"],
+        ),
+        (
+            https,
+            vec![],
+            vec!["key_file", "private_key_jwt needs key_file"],
+        ),
+        (
+            &format!("{https}key_file = \"missing.json\"\n"),
+            vec![],
+            vec!["key_file", "missing.json"],
+        ),
+        (
+            &format!("{https}key_file = \"k.json\"\n"),
+            vec![("k.json", JWKS)],
+            vec!["key_file", "not a JWK"],
+        ),
+        (
+            &format!("{https}client_auth = \"client_secret_post\"\n"),
+            vec![],
+            vec!["client_auth", "client_secret_post"],
+        ),
+        (
+            &format!(
+                "{https}client_auth = \"client_secret_basic\"\nclient_secret_env = \"SEGL_TEST_NO_SUCH_VARIABLE\"\n"
+            ),
+            vec![],
+            vec!["client_secret_env", "SEGL_TEST_NO_SUCH_VARIABLE is not set"],
+        ),
+        (
+            &format!("{https}key_file = \"k.json\"\nscopes = [\"profile\"]\n"),
+            vec![("k.json", key)],
+            vec!["scopes", "openid"],
+        ),
+        (
+            &format!("{https}key_file = \"k.json\"\nacr_values = [\"eidas-high\"]\n"),
+            vec![("k.json", key)],
+            vec!["acr_values", "eidas-high", "acr_map"],
+        ),
+        (
+            &format!("{https}key_file = \"k.json\"\n[idp.claims]\nhpr = \"x\"\n"),
+            vec![("k.json", key)],
+            vec!["claims.hpr"],
+        ),
+        (
+            &format!(
+                "{https}key_file = \"k.json\"\n[idp.acr_map]\n\"x\" = {{ security_level = \"9\", assurance_level = \"high\" }}\n"
+            ),
+            vec![("k.json", key)],
+            vec!["acr_map", "security_level"],
+        ),
+    ] {
+        serve_fails(&idp(body), &files, &expect);
+    }
+    // The test IdP's name is taken.
+    serve_fails(
+        &format!(
+            "{HEAD}[[idp]]\nname = \"testidp-oidc\"\nclient_id = \"s\"\n{https}key_file = \"k.json\"\n"
+        ),
+        &[("k.json", key)],
+        &["name", "built-in test IdP"],
+    );
+}

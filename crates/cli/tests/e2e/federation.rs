@@ -37,6 +37,8 @@ struct ProxyState {
     mode: Arc<Mutex<Mode>>,
     /// Every ID token the upstream issued through the proxy, unmodified.
     id_tokens: Arc<Mutex<Vec<String>>>,
+    /// Every pushed authorization request sent to the upstream (form bodies).
+    pushed: Arc<Mutex<Vec<HashMap<String, String>>>>,
 }
 
 pub struct Proxy {
@@ -69,6 +71,10 @@ impl Proxy {
     pub fn id_tokens(&self) -> Vec<String> {
         self.state.id_tokens.lock().unwrap().clone()
     }
+
+    pub fn pushed(&self) -> Vec<HashMap<String, String>> {
+        self.state.pushed.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -89,6 +95,12 @@ async fn forward(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let is_token = parts.uri.path() == "/connect/token";
+    if parts.uri.path() == "/connect/par" {
+        st.pushed
+            .lock()
+            .unwrap()
+            .push(url::form_urlencoded::parse(&body).into_owned().collect());
+    }
     let mode = st.mode.lock().unwrap().clone();
     if let (true, Mode::DelayToken(d)) = (is_token, &mode) {
         tokio::time::sleep(*d).await;
@@ -188,9 +200,9 @@ pub struct Federation {
 }
 
 impl Federation {
-    /// `idp_extra` goes into the downstream's `[[idp]]` for the upstream (after `timeout`);
-    /// `down_extra` is appended to the downstream's configuration.
-    pub async fn new(backend: Backend, timeout: u64, down_extra: &str) -> Federation {
+    /// `idp_extra` goes into the downstream's `[[idp]]` for the upstream; `down_extra` is
+    /// appended to the downstream's configuration.
+    pub async fn new(backend: Backend, idp_extra: &str, down_extra: &str) -> Federation {
         let mut down = Fixture::new(backend, "").await;
         let mut up = Fixture::new(Backend::Sqlite, "").await;
         let proxy = Proxy::start(format!("http://127.0.0.1:{}", up.port)).await;
@@ -219,6 +231,7 @@ security_level = "3"
 client_id = "segl-down"
 name = "Segl (downstream)"
 organization = "999977774"
+child_organizations = ["999977776"]
 grant_types = ["authorization_code"]
 scopes = {UPSTREAM_SCOPES}
 redirect_uris = ["{}/federation/{IDP}/callback"]
@@ -237,7 +250,7 @@ client_id = "segl-down"
 key_file = "upstream-client.private.jwk.json"
 scopes = {UPSTREAM_SCOPES}
 acr_values = ["Level4"]
-timeout = {timeout}
+{idp_extra}
 [idp.claims]
 pid = "helseid://claims/identity/pid"
 {down_extra}
@@ -358,7 +371,7 @@ fn kid_of(jwt: &str) -> String {
 both!(
     federated_login_maps_claims_and_levels,
     |backend| async move {
-        let fed = Federation::new(backend, 5, "").await;
+        let fed = Federation::new(backend, "timeout = 5", "").await;
         let down = fed.start_down().await;
         // The list of IdPs, and discovery pointing at it.
         let r = down.get("/connect/availableidps").await;
@@ -401,6 +414,20 @@ both!(
         assert_eq!(id["acr"], "Level4");
         assert_eq!(id["name"], "Kvart Grevling");
         assert_eq!(id["iss"], fed.down.issuer);
+        // The request to the upstream was pushed, with PKCE S256, state, nonce, the level and
+        // private_key_jwt.
+        let pushed = &fed.proxy.pushed()[0];
+        assert_eq!(pushed["client_id"], "segl-down");
+        assert_eq!(pushed["code_challenge_method"], "S256");
+        assert_eq!(pushed["acr_values"], "Level4");
+        assert_eq!(pushed["response_type"], "code");
+        assert!(pushed["scope"].starts_with("openid "), "{pushed:?}");
+        assert!(pushed["state"].len() >= 16 && pushed["nonce"].len() >= 16);
+        assert_eq!(
+            pushed["client_assertion_type"],
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        );
+        assert!(!pushed.contains_key("on_behalf_of"));
         // The upstream's ID token was the upstream's, for Segl.
         let upstream_id = claims_of(&fed.proxy.id_tokens()[0]);
         assert_eq!(upstream_id["aud"], "segl-down");
@@ -463,7 +490,7 @@ both!(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_key_rotation_is_followed() {
-    let fed = Federation::new(Backend::Sqlite, 5, "").await;
+    let fed = Federation::new(Backend::Sqlite, "timeout = 5", "").await;
     let down = fed.start_down().await;
     let mut flow = Flow::new(&fed.down, &down);
     let q = federated_login(&mut flow, &mut Hosts::default(), PID, &[])
@@ -516,7 +543,7 @@ async fn upstream_key_rotation_is_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_upstream_id_tokens_are_refused_and_audited() {
-    let fed = Federation::new(Backend::Sqlite, 5, "").await;
+    let fed = Federation::new(Backend::Sqlite, "timeout = 5", "").await;
     let down = fed.start_down().await;
     let mut flow = Flow::new(&fed.down, &down);
     // A good login first: its ID token (nonce of that login) is replayed below.
@@ -586,7 +613,7 @@ client_id = "segl"
 timeout = 1
 "#
     );
-    let fed = Federation::new(Backend::Sqlite, 1, &extra).await;
+    let fed = Federation::new(Backend::Sqlite, "timeout = 1", &extra).await;
     let down = fed.start_down().await;
     let mut flow = Flow::new(&fed.down, &down);
     for idp in ["dead-oidc", "hanging-oidc"] {
@@ -637,4 +664,36 @@ timeout = 1
     .await
     .client();
     assert!(q.contains_key("code"), "{q:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_behalf_of_is_checked_passed_upstream_and_reflected() {
+    let fed = Federation::new(Backend::Sqlite, "timeout = 5\non_behalf_of = true", "").await;
+    let down = fed.start_down().await;
+    let mut flow = Flow::new(&fed.down, &down);
+    // Only the client's own organizations.
+    let r = flow
+        .par(&[
+            ("acr_values", "idp:upstream-oidc"),
+            ("on_behalf_of", "123456789"),
+        ])
+        .await;
+    r.expect_error(400, "invalid_request");
+    let extra = [
+        ("acr_values", "idp:upstream-oidc"),
+        ("on_behalf_of", "999977776"),
+    ];
+    let q = federated_login(&mut flow, &mut Hosts::default(), PID, &extra)
+        .await
+        .client();
+    assert_eq!(fed.proxy.pushed()[0]["on_behalf_of"], "999977776");
+    let r = flow.exchange(&q["code"]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for jwt in ["access_token", "id_token"] {
+        let claims = claims_of(r.body[jwt].as_str().unwrap());
+        assert_eq!(
+            claims["helseid://claims/client/on_behalf_of"], "999977776",
+            "{jwt}"
+        );
+    }
 }
