@@ -212,6 +212,13 @@ async fn metadata(app: &App, index: usize, force: bool) -> Result<Arc<Discovered
     });
     *cached = Some(d.clone());
     tracing::info!(idp = %up.policy.name, issuer = %up.issuer, "upstream metadata fetched");
+    let offers_jwt = d
+        .metadata
+        .token_endpoint_auth_methods_supported()
+        .is_some_and(|m| m.contains(&CoreClientAuthMethod::PrivateKeyJwt));
+    if offers_jwt && matches!(up.auth, UpstreamAuth::ClientSecretBasic(_)) {
+        tracing::warn!(idp = %up.policy.name, "this upstream offers private_key_jwt: use it instead of client_secret_basic (client_auth, key_file)");
+    }
     Ok(d)
 }
 
