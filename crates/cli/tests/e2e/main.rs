@@ -28,3 +28,4 @@ mod outage;
 mod ratelimit;
 mod refresh;
 mod scaleout;
+mod security_matrix;
