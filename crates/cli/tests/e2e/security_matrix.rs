@@ -491,108 +491,133 @@ both!(token_endpoint_dpop, |backend| async move {
 // ---------------------------------------------------------------------------------------------
 // Token endpoint: authorization_code and PKCE (SECURITY.md §1.1, §1.4 §10, §1.8, §1.9)
 
-both!(token_endpoint_authorization_code, |backend| async move {
-    let fx = Fixture::new(backend, "").await;
-    let server = fx.start().await;
-    let mut flow = Flow::new(&fx, &server);
-    let mut browser = Browser::new();
-    let v = flow.verifier.clone();
-    let exchange = |code: &str, verifier: &str| {
-        pairs(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", REDIRECT),
-            ("code_verifier", verifier),
-        ])
-    };
-    // (reference, extra params that replace or add, expected status, error); each row on a
-    // fresh code, then its twin on another fresh code.
-    let short = "a".repeat(42);
-    let bad_chars = format!("{}+", "a".repeat(42));
-    let rows: Vec<(&str, Vec<(String, String)>, &str, bool)> = vec![
-        // (reference, params, expected error, send a DPoP proof)
-        (
-            "1.8 verifier of 42 characters",
-            exchange("CODE", &short),
-            "invalid_grant",
-            true,
-        ),
-        (
-            "1.8 verifier with a character outside [A-Za-z0-9-._~]",
-            exchange("CODE", &bad_chars),
-            "invalid_grant",
-            true,
-        ),
-        (
-            "1.9 redirect_uri missing at the exchange",
+both!(
+    token_endpoint_authorization_code,
+    |backend: Backend| async move {
+        let fx = Fixture::new(backend.clone(), "").await;
+        let server = fx.start().await;
+        let mut flow = Flow::new(&fx, &server);
+        let mut browser = Browser::new();
+        let v = flow.verifier.clone();
+        let exchange = |code: &str, verifier: &str| {
             pairs(&[
                 ("grant_type", "authorization_code"),
-                ("code", "CODE"),
-                ("code_verifier", &v),
-            ]),
-            "invalid_grant",
-            true,
-        ),
-        (
-            "1.4 §10 code bound to a DPoP key at PAR, redeemed without a proof",
-            exchange("CODE", &v),
-            "invalid_dpop_proof",
-            false,
-        ),
-        (
-            "1.9 duplicate parameter (code twice)",
-            {
-                let mut p = exchange("CODE", &v);
-                p.push(("code".into(), "CODE".into()));
-                p
-            },
-            "invalid_request",
-            true,
-        ),
-    ];
-    for (reference, params, error, with_proof) in rows {
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier),
+            ])
+        };
+        // (reference, extra params that replace or add, expected status, error); each row on a
+        // fresh code, then its twin on another fresh code.
+        let short = "a".repeat(42);
+        let bad_chars = format!("{}+", "a".repeat(42));
+        let rows: Vec<(&str, Vec<(String, String)>, &str, bool)> = vec![
+            // (reference, params, expected error, send a DPoP proof)
+            (
+                "1.8 verifier of 42 characters",
+                exchange("CODE", &short),
+                "invalid_grant",
+                true,
+            ),
+            (
+                "1.8 verifier with a character outside [A-Za-z0-9-._~]",
+                exchange("CODE", &bad_chars),
+                "invalid_grant",
+                true,
+            ),
+            (
+                "1.9 redirect_uri missing at the exchange",
+                pairs(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", "CODE"),
+                    ("code_verifier", &v),
+                ]),
+                "invalid_grant",
+                true,
+            ),
+            (
+                "1.4 §10 code bound to a DPoP key at PAR, redeemed without a proof",
+                exchange("CODE", &v),
+                "invalid_dpop_proof",
+                false,
+            ),
+            (
+                "1.9 duplicate parameter (code twice)",
+                {
+                    let mut p = exchange("CODE", &v);
+                    p.push(("code".into(), "CODE".into()));
+                    p
+                },
+                "invalid_request",
+                true,
+            ),
+        ];
+        for (reference, params, error, with_proof) in rows {
+            let back = flow.login(&mut browser, "06828399789", &[]).await;
+            let code = query_of(&back)["code"].clone();
+            let params: Vec<(String, String)> = params
+                .into_iter()
+                .map(|(k, val)| (k, if val == "CODE" { code.clone() } else { val }))
+                .collect();
+            let r = if with_proof {
+                let p: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                flow.post("/connect/token", &p).await
+            } else {
+                let mut form = params.clone();
+                form.extend(pairs(&[
+                    ("client_id", "ehr"),
+                    ("client_assertion_type", ASSERTION_TYPE),
+                ]));
+                form.push((
+                    "client_assertion".into(),
+                    fx.assertion(&flow.client, json!({})),
+                ));
+                server.token(&form).await
+            };
+            refused(&r, 400, error, reference);
+            // The twin: a fresh code, everything right.
+            let back = flow.login(&mut browser, "06828399789", &[]).await;
+            let r = flow.exchange(&query_of(&back)["code"]).await;
+            passed(&r, 200, reference);
+            assert_eq!(r.body["token_type"], "DPoP");
+        }
+        // 1.1 / FAPI #9: a code is single-use; its first use is the twin.
         let back = flow.login(&mut browser, "06828399789", &[]).await;
         let code = query_of(&back)["code"].clone();
-        let params: Vec<(String, String)> = params
-            .into_iter()
-            .map(|(k, val)| (k, if val == "CODE" { code.clone() } else { val }))
-            .collect();
-        let r = if with_proof {
-            let p: Vec<(&str, &str)> = params
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            flow.post("/connect/token", &p).await
-        } else {
-            let mut form = params.clone();
-            form.extend(pairs(&[
-                ("client_id", "ehr"),
-                ("client_assertion_type", ASSERTION_TYPE),
-            ]));
-            form.push((
-                "client_assertion".into(),
-                fx.assertion(&flow.client, json!({})),
-            ));
-            server.token(&form).await
-        };
-        refused(&r, 400, error, reference);
-        // The twin: a fresh code, everything right.
-        let back = flow.login(&mut browser, "06828399789", &[]).await;
-        let r = flow.exchange(&query_of(&back)["code"]).await;
-        passed(&r, 200, reference);
-        assert_eq!(r.body["token_type"], "DPoP");
+        passed(&flow.exchange(&code).await, 200, "1.1 second use of a code");
+        refused(
+            &flow.exchange(&code).await,
+            400,
+            "invalid_grant",
+            "1.1 second use of a code",
+        );
+
+        // FAPI2-SP §5.3.2.1 #11: codes live at most 60 s (here 1 s): an expired code is refused,
+        // a fresh one redeemed at once passes.
+        let short = Fixture::new(backend, "[tokens]\nauthorization_code_lifetime = 1\n").await;
+        let sserver = short.start().await;
+        let mut sflow = Flow::new(&short, &sserver);
+        let mut sbrowser = Browser::new();
+        let back = sflow.login(&mut sbrowser, "06828399789", &[]).await;
+        let old = query_of(&back)["code"].clone();
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        refused(
+            &sflow.exchange(&old).await,
+            400,
+            "invalid_grant",
+            "1.2 #11 expired code",
+        );
+        let back = sflow.login(&mut sbrowser, "06828399789", &[]).await;
+        passed(
+            &sflow.exchange(&query_of(&back)["code"]).await,
+            200,
+            "1.2 #11 expired code",
+        );
     }
-    // 1.1 / FAPI #9: a code is single-use; its first use is the twin.
-    let back = flow.login(&mut browser, "06828399789", &[]).await;
-    let code = query_of(&back)["code"].clone();
-    passed(&flow.exchange(&code).await, 200, "1.1 second use of a code");
-    refused(
-        &flow.exchange(&code).await,
-        400,
-        "invalid_grant",
-        "1.1 second use of a code",
-    );
-});
+);
 
 // ---------------------------------------------------------------------------------------------
 // Token endpoint: refresh_token (SECURITY.md §1.4 binding, §1.9)
