@@ -45,6 +45,8 @@ pub struct Inner {
     pub limits: crate::ratelimit::Limits,
     /// Delegations customer → supplier: the configuration's and the store's.
     pub delegations: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
+    /// The audit log's writer.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Inner {
@@ -229,6 +231,7 @@ impl App {
             aws_lc_rs::hmac::HMAC_SHA256,
             &shared_secret(store.as_ref(), &settings, "pid-pseudonym-hmac").await?,
         );
+        let audit = crate::audit::AuditLog::start(store.clone());
         let app = App(Arc::new(Inner {
             settings,
             policy,
@@ -250,6 +253,7 @@ impl App {
                 ),
             },
             delegations: Default::default(),
+            audit,
         }));
         app.refresh_delegations()
             .await
@@ -363,6 +367,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
 /// Serves `app` on its configured address until SIGTERM or Ctrl-C; in-flight requests finish.
 pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let maintenance = app.spawn_maintenance();
+    let checkpoints = crate::audit::spawn_checkpoints(&app);
     let service = app
         .router()
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -370,6 +375,7 @@ pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Resu
         .with_graceful_shutdown(shutdown_signal())
         .await;
     maintenance.abort();
+    checkpoints.abort();
     result
 }
 

@@ -39,6 +39,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub person: Vec<PersonConfig>,
     #[serde(default)]
     pub api: Vec<ApiConfig>,
@@ -148,6 +150,23 @@ impl Default for RateLimitConfig {
             address_burst: 200.0,
             client_rate: 50.0,
             client_burst: 100.0,
+        }
+    }
+}
+
+/// `[audit]`: the durable audit log (an extension of the contract).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Seconds between signed checkpoints of the audit chain (each process writes one when the
+    /// chain has grown since its last).
+    pub checkpoint_interval: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval: 300,
         }
     }
 }
@@ -358,12 +377,14 @@ pub struct Settings {
     pub delegations: Vec<(String, String)>,
     /// `[rate_limit]`.
     pub rate_limit: RateLimitConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
     /// Keys the file sets that this version parses but does not act on yet.
     pub inert: Vec<String>,
 }
 
 /// Env variables that map to scalar keys: `SEGL_ISSUER`, `SEGL_TOKENS_SIGNING_ALG`, …
-const ENV_KEYS: [(&str, &str); 24] = [
+const ENV_KEYS: [(&str, &str); 25] = [
     ("issuer", ""),
     ("listen", ""),
     ("database", ""),
@@ -388,6 +409,7 @@ const ENV_KEYS: [(&str, &str); 24] = [
     ("address_burst", "rate_limit"),
     ("client_rate", "rate_limit"),
     ("client_burst", "rate_limit"),
+    ("checkpoint_interval", "audit"),
 ];
 
 /// The development defaults (DESIGN.md: no `--config`).
@@ -616,6 +638,12 @@ fn validate(
             "rates and bursts must be non-negative numbers (0 turns a limit off)".into(),
         ));
     }
+    if !(1..=86_400).contains(&file.audit.checkpoint_interval) {
+        return Err(err(
+            "audit.checkpoint_interval",
+            "must be between 1 and 86400 seconds".into(),
+        ));
+    }
     if !(1..=10).contains(&file.token_exchange.max_depth) {
         return Err(err(
             "token_exchange.max_depth",
@@ -663,6 +691,7 @@ fn validate(
             .map(|d| (d.from.clone(), d.to.clone()))
             .collect(),
         rate_limit: file.rate_limit.clone(),
+        audit: file.audit.clone(),
         inert,
     })
 }

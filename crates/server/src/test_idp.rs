@@ -7,6 +7,7 @@
 //! the transaction.
 
 use crate::App;
+use crate::audit::Origin;
 use crate::authorize::issue_code;
 use crate::error::ApiError;
 use crate::pages::{self, LoginForm};
@@ -16,6 +17,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use segl_core::UnixTime;
+use segl_core::audit::{Event, EventKind, Outcome};
 use segl_core::form::Form;
 use segl_core::identity::{Login, Person, generated_person, is_national_id};
 
@@ -79,14 +81,24 @@ fn render(
 }
 
 /// `POST /testidp/login`: checks the form and completes the login.
-pub(crate) async fn submit(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&app, &headers, body).await {
+pub(crate) async fn submit(
+    State(app): State<App>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&app, &origin, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    app: &App,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let now = app.clock.now();
     let bad = |text: &str| Ok(pages::error(StatusCode::BAD_REQUEST, "nb", text));
     let Ok(mut form) = crate::token::read_form(headers, body).await else {
@@ -127,6 +139,15 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
     let login = login_for(app, person, now)?;
     let cookie = session::start(app, headers, &login, now).await?;
     tracing::info!(target: "segl::audit", event = "login", idp = IDP_NAME, client_id = %t.request.client_id, sid = %login.sid, "person logged in");
+    let client_name = app.settings.registry.client(&t.request.client_id);
+    let event = Event::new(EventKind::Login, Outcome::Success, now)
+        .with_client(&t.request.client_id, client_name.map(|c| c.name.as_str()))
+        .with_pid(Some(&login.person.pid))
+        .with_detail(&format!(
+            "idp={} security_level={} assurance_level={}",
+            login.idp, login.security_level, login.assurance_level
+        ));
+    app.audit.record(event, origin).await?;
     let mut r = issue_code(app, &t.request, login, now).await?;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r.headers_mut().append(
