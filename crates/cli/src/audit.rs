@@ -192,10 +192,11 @@ pub async fn query(args: QueryArgs) -> Result<()> {
         limit: PAGE,
     };
     let mut left = args.limit.unwrap_or(u64::MAX);
+    let mut out = Output::new();
     if args.format == Format::Table {
-        println!("{}", table_header());
+        out.line(&table_header())?;
     }
-    while left > 0 {
+    while left > 0 && out.open {
         query.limit = u32::try_from(left.min(u64::from(PAGE))).unwrap_or(PAGE);
         let page = store.query_audit(&query).await?;
         let Some(last) = page.last().map(|r| r.seq) else {
@@ -203,17 +204,45 @@ pub async fn query(args: QueryArgs) -> Result<()> {
         };
         for record in page {
             left = left.saturating_sub(1);
-            println!(
-                "{}",
-                match args.format {
-                    Format::Table => table_row(&record),
-                    Format::Json => json_line(record)?,
-                }
-            );
+            out.line(&match args.format {
+                Format::Table => table_row(&record),
+                Format::Json => json_line(record)?,
+            })?;
         }
         query.after_seq = last;
     }
     Ok(())
+}
+
+/// Standard output for a listing that may be piped into `head`: a closed pipe ends the
+/// listing quietly instead of failing (or panicking, as `println!` does).
+struct Output {
+    stdout: std::io::StdoutLock<'static>,
+    /// Whether the reader is still there.
+    open: bool,
+}
+
+impl Output {
+    fn new() -> Output {
+        Output {
+            stdout: std::io::stdout().lock(),
+            open: true,
+        }
+    }
+
+    fn line(&mut self, text: &str) -> Result<()> {
+        use std::io::Write as _;
+        if !self.open {
+            return Ok(());
+        }
+        match writeln!(self.stdout, "{text}") {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.open = false;
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
 }
 
 fn table_header() -> String {
