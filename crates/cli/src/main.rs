@@ -2,14 +2,17 @@
 //!
 //! `segl serve` runs the server (with no `--config`, a development server on SQLite with
 //! generated keys); `segl migrate` applies database migrations; `segl keys` manages signing
-//! keys and generates client keys; `segl token` gets and inspects tokens.
+//! keys and generates client keys; `segl token` gets and inspects tokens; `segl audit`
+//! verifies and queries the audit log.
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+use segl_core::audit::{Event, EventKind, Outcome};
 use segl_jose::{Alg, SigningKey};
 use segl_server::config::{self, Overrides, Settings};
 use std::path::{Path, PathBuf};
 
+mod audit;
 mod login;
 
 #[derive(Parser)]
@@ -59,6 +62,19 @@ enum Command {
     /// Log a person in as a native app: PAR, the browser login, a loopback redirect, and the
     /// code exchange with PKCE and DPoP; prints the tokens.
     Login(LoginArgs),
+    /// The audit log: verify its hash chain and checkpoints, or query its events.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole chain and the signed checkpoints; print `ok: N events, last seq S, head
+    /// <hash>`, or name the first problem and exit non-zero.
+    Verify(ConfigArgs),
+    /// Print the events about a person, client, organization or time range (all events
+    /// without filters), as a table or as JSON lines.
+    Query(audit::QueryArgs),
 }
 
 #[derive(Subcommand)]
@@ -235,6 +251,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Token(get @ TokenCommand::Get { .. }) => token_get(get).await,
         Command::Login(args) => login::run(args).await,
         Command::Delegations(command) => delegations(command).await,
+        Command::Audit(AuditCommand::Verify(args)) => audit::verify(args).await,
+        Command::Audit(AuditCommand::Query(args)) => audit::query(args).await,
         Command::Token(TokenCommand::Inspect { jwt, issuer }) => {
             inspect(&jwt, issuer.as_deref()).await
         }
@@ -306,6 +324,7 @@ async fn delegations(command: DelegationsCommand) -> Result<()> {
             let settings = settings(&config, false)?;
             let store = segl_server::app::open_store(&settings.database).await?;
             store.add_delegation(&from, &to).await?;
+            audit_delegation(store.as_ref(), EventKind::DelegationAdded, &from, &to).await?;
             println!("{from} now delegates to {to}");
         }
         DelegationsCommand::Remove { config, from, to } => {
@@ -314,9 +333,28 @@ async fn delegations(command: DelegationsCommand) -> Result<()> {
             if !store.remove_delegation(&from, &to).await? {
                 bail!("no delegation {from} -> {to} in the store");
             }
+            audit_delegation(store.as_ref(), EventKind::DelegationRemoved, &from, &to).await?;
             println!("removed {from} -> {to}");
         }
     }
+    Ok(())
+}
+
+/// The audit event of a delegation change, written directly to the store: the customer as
+/// `orgnr_parent`, the supplier as `orgnr_supplier`.
+async fn audit_delegation(
+    store: &dyn segl_store::Store,
+    kind: EventKind,
+    from: &str,
+    to: &str,
+) -> Result<()> {
+    let now = segl_core::UnixTime(segl_client::unix_now());
+    let event = Event::new(kind, Outcome::Success, now)
+        .with_orgs(Some(from), None, Some(to))
+        .with_detail("via=cli");
+    segl_server::audit::append(store, &[event])
+        .await
+        .context("the change is made, but its audit event could not be written")?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! the request, loads what a decision needs, calls one function here, persists the effects and
 //! renders the answer. `cargo tree -p segl-core` shows no tokio, sqlx, axum or reqwest.
 
+pub mod audit;
 pub mod authorize;
 pub mod client_auth;
 mod error;

@@ -49,6 +49,8 @@ pub struct Inner {
     pub upstream_policies: Vec<segl_core::federation::Upstream>,
     /// Delegations customer → supplier: the configuration's and the store's.
     pub delegations: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
+    /// The audit log's writer.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Inner {
@@ -254,6 +256,7 @@ impl App {
             .iter()
             .map(|u| u.policy.clone())
             .collect();
+        let audit = crate::audit::AuditLog::start(store.clone());
         let app = App(Arc::new(Inner {
             settings,
             policy,
@@ -277,6 +280,7 @@ impl App {
             upstreams: federation::Upstreams::new(settings_upstreams),
             upstream_policies,
             delegations: Default::default(),
+            audit,
         }));
         app.refresh_delegations()
             .await
@@ -396,6 +400,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, StartError> {
 /// Serves `app` on its configured address until SIGTERM or Ctrl-C; in-flight requests finish.
 pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     let maintenance = app.spawn_maintenance();
+    let checkpoints = crate::audit::spawn_checkpoints(&app);
     let service = app
         .router()
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -403,6 +408,7 @@ pub async fn serve(app: App, listener: tokio::net::TcpListener) -> std::io::Resu
         .with_graceful_shutdown(shutdown_signal())
         .await;
     maintenance.abort();
+    checkpoints.abort();
     result
 }
 

@@ -39,6 +39,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub rate_limit: RateLimitConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub person: Vec<PersonConfig>,
     #[serde(default)]
     pub api: Vec<ApiConfig>,
@@ -148,6 +150,23 @@ impl Default for RateLimitConfig {
             address_burst: 200.0,
             client_rate: 50.0,
             client_burst: 100.0,
+        }
+    }
+}
+
+/// `[audit]`: the durable audit log (an extension of the contract).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Seconds between signed checkpoints of the audit chain (each process writes one when the
+    /// chain has grown since its last).
+    pub checkpoint_interval: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval: 300,
         }
     }
 }
@@ -368,6 +387,8 @@ pub struct Settings {
     pub delegations: Vec<(String, String)>,
     /// `[rate_limit]`.
     pub rate_limit: RateLimitConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
 }
 
 /// How Segl authenticates at an upstream's token (and PAR) endpoint.
@@ -409,7 +430,7 @@ pub struct UpstreamSettings {
 }
 
 /// Env variables that map to scalar keys: `SEGL_ISSUER`, `SEGL_TOKENS_SIGNING_ALG`, …
-const ENV_KEYS: [(&str, &str); 24] = [
+const ENV_KEYS: [(&str, &str); 25] = [
     ("issuer", ""),
     ("listen", ""),
     ("database", ""),
@@ -434,6 +455,7 @@ const ENV_KEYS: [(&str, &str); 24] = [
     ("address_burst", "rate_limit"),
     ("client_rate", "rate_limit"),
     ("client_burst", "rate_limit"),
+    ("checkpoint_interval", "audit"),
 ];
 
 /// The development defaults (DESIGN.md: no `--config`).
@@ -662,6 +684,12 @@ fn validate(
             "rates and bursts must be non-negative numbers (0 turns a limit off)".into(),
         ));
     }
+    if !(1..=86_400).contains(&file.audit.checkpoint_interval) {
+        return Err(err(
+            "audit.checkpoint_interval",
+            "must be between 1 and 86400 seconds".into(),
+        ));
+    }
     if !(1..=10).contains(&file.token_exchange.max_depth) {
         return Err(err(
             "token_exchange.max_depth",
@@ -722,6 +750,7 @@ fn validate(
             .map(|d| (d.from.clone(), d.to.clone()))
             .collect(),
         rate_limit: file.rate_limit.clone(),
+        audit: file.audit.clone(),
     })
 }
 

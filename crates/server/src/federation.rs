@@ -522,10 +522,12 @@ async fn push(
 pub(crate) async fn callback(
     State(app): State<App>,
     Path(name): Path<String>,
+    origin: crate::audit::Origin,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match handle_callback(&app, &name, &headers, query.as_deref().unwrap_or("")).await {
+    let query = query.as_deref().unwrap_or("");
+    match handle_callback(&app, &name, &origin, &headers, query).await {
         Ok(r) => r,
         Err(Failure::Page(status, text)) => pages::error(status, "nb", &text),
         Err(Failure::Api(e)) => e.into_response(),
@@ -535,6 +537,7 @@ pub(crate) async fn callback(
 async fn handle_callback(
     app: &App,
     name: &str,
+    origin: &crate::audit::Origin,
     headers: &HeaderMap,
     query: &str,
 ) -> Result<Response, Failure> {
@@ -583,6 +586,8 @@ async fn handle_callback(
             "login_required" if request.prompts("none") => ErrorCode::LoginRequired,
             _ => ErrorCode::AccessDenied,
         };
+        let reason = format!("the upstream answered {error}");
+        audit_refusal(app, origin, &request, name, code, &reason, now).await;
         return refuse(code, "the login at the identity provider did not complete");
     }
     let d = match metadata(app, index, false).await {
@@ -599,6 +604,17 @@ async fn handle_callback(
     match params.take("iss") {
         Some(iss) if iss != up.issuer => {
             tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %name, client_id = %request.client_id, reason = "iss mismatch", "the authorization response names another issuer");
+            let reason = "the authorization response names another issuer";
+            audit_refusal(
+                app,
+                origin,
+                &request,
+                name,
+                ErrorCode::AccessDenied,
+                reason,
+                now,
+            )
+            .await;
             return refuse(
                 ErrorCode::AccessDenied,
                 "the identity provider's answer names another issuer",
@@ -634,6 +650,16 @@ async fn handle_callback(
         }
         Err(Upstream::Refused(why)) => {
             tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %name, client_id = %request.client_id, reason = %why, "the upstream login was refused");
+            audit_refusal(
+                app,
+                origin,
+                &request,
+                name,
+                ErrorCode::AccessDenied,
+                &why,
+                now,
+            )
+            .await;
             return refuse(
                 ErrorCode::AccessDenied,
                 "the identity provider's answer could not be verified",
@@ -647,6 +673,17 @@ async fn handle_callback(
         Ok(m) => m,
         Err(refusal) => {
             tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %name, client_id = %request.client_id, reason = %refusal, "the upstream login was refused");
+            let reason = refusal.to_string();
+            audit_refusal(
+                app,
+                origin,
+                &request,
+                name,
+                ErrorCode::AccessDenied,
+                &reason,
+                now,
+            )
+            .await;
             let e = OAuthError::new(ErrorCode::AccessDenied, refusal.to_string());
             let back = redirect_error(app, &request, &e);
             if let Refusal::LevelTooLow { .. } = refusal {
@@ -685,7 +722,26 @@ async fn handle_callback(
             .unwrap_or(now.secs()),
         sid: session::random_token()?,
     };
-    Ok(session::complete_login(app, headers, &request, login, now).await?)
+    Ok(session::complete_login(app, headers, origin, &request, login, now).await?)
+}
+
+/// Records a refused or failed upstream login in the audit log (a failed write is logged and
+/// does not change the answer).
+async fn audit_refusal(
+    app: &App,
+    origin: &crate::audit::Origin,
+    request: &AuthorizationRequest,
+    idp: &str,
+    code: ErrorCode,
+    reason: &str,
+    now: UnixTime,
+) {
+    use segl_core::audit::{Event, EventKind};
+    let client_name = app.settings.registry.client(&request.client_id);
+    let event = Event::refused(EventKind::Login, now, code)
+        .with_client(&request.client_id, client_name.map(|c| c.name.as_str()))
+        .with_detail(&format!("idp={idp} refused: {reason}"));
+    app.audit.record_refusal(event, origin).await;
 }
 
 fn clear_tx(app: &App, mut r: Response) -> Response {

@@ -4,6 +4,7 @@
 //! revoked, or not the caller's to see — the answer is `{"active": false}`.
 
 use crate::App;
+use crate::audit::Origin;
 use crate::error::ApiError;
 use crate::own_tokens::{self, Kind};
 use crate::session::key_of;
@@ -17,8 +18,13 @@ use segl_core::client_auth::Endpoint;
 use serde_json::{Map, Value, json};
 
 /// The handler.
-pub(crate) async fn introspect(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&app, &headers, body).await {
+pub(crate) async fn introspect(
+    State(app): State<App>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&app, &origin, &headers, body).await {
         Ok(body) => {
             let mut r = axum::Json(body).into_response();
             r.headers_mut()
@@ -29,12 +35,17 @@ pub(crate) async fn introspect(State(app): State<App>, headers: HeaderMap, body:
     }
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
+async fn handle(
+    app: &App,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, ApiError> {
     let mut form = read_form(headers, body).await?;
     let auth = take_client_auth(&mut form, headers);
     let now = app.clock.now();
-    let assertion = verify_assertion(app, &auth, Endpoint::Other, now)?;
-    let client = record_assertion(app, assertion).await?;
+    let assertion = verify_assertion(app, &auth, Endpoint::Other, now, origin).await?;
+    let client = record_assertion(app, assertion, origin).await?;
     let caller = client.client();
     if !caller.introspection {
         return Err(OAuthError::invalid_client(

@@ -10,6 +10,8 @@
 use crate::config::KekSource;
 use aws_lc_rs::aead::{self, Aad, Nonce, RandomizedNonceKey};
 use base64::Engine as _;
+use segl_core::UnixTime;
+use segl_core::audit::{Event, EventKind, Outcome};
 use segl_jose::{Alg, SigningKey};
 use segl_store::{Store, StoredKey};
 use std::collections::HashMap;
@@ -229,6 +231,7 @@ impl KeyManager {
                 .insert_signing_key(&seal_key(&kek, &key, now, now)?)
                 .await?;
             tracing::info!(kid = key.kid(), alg = %alg, "generated a new token-signing key");
+            audit_new_key(store.as_ref(), &key, now, now, "start").await?;
         }
         let opened = RwLock::new(HashMap::new());
         let first = build_ring(store.as_ref(), &kek, &opened, retention, now).await?;
@@ -344,7 +347,8 @@ fn open_key(
 
 /// Generates and stores a key that signs from `activate_at`, or one second after the newest
 /// existing key's activation if that is later (so the new key always takes over, even when
-/// rotated within the second the current key was made); returns its kid and activation time.
+/// rotated within the second the current key was made), and records it in the audit log;
+/// returns its kid and activation time.
 pub async fn rotate(
     store: &dyn Store,
     kek: &Kek,
@@ -363,7 +367,26 @@ pub async fn rotate(
     store
         .insert_signing_key(&seal_key(kek, &key, now, activate_at)?)
         .await?;
+    audit_new_key(store, &key, now, activate_at, "rotate").await?;
     Ok((key.kid().to_owned(), activate_at))
+}
+
+/// The `key_rotated` audit event of a new key (its id, never the key), written directly.
+async fn audit_new_key(
+    store: &dyn Store,
+    key: &SigningKey,
+    now: i64,
+    activate_at: i64,
+    via: &str,
+) -> Result<(), KeyError> {
+    let event =
+        Event::new(EventKind::KeyRotated, Outcome::Success, UnixTime(now)).with_detail(&format!(
+            "kid={} alg={} activate_at={activate_at} via={via}",
+            key.kid(),
+            key.alg()
+        ));
+    crate::audit::append(store, &[event]).await?;
+    Ok(())
 }
 
 fn seal_key(

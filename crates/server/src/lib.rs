@@ -6,6 +6,7 @@
 //! `segl-core`; persistence lives in `segl-store`.
 
 pub mod app;
+pub mod audit;
 mod authorize;
 pub mod clock;
 pub mod config;

@@ -2,6 +2,7 @@
 //! gets a single-use, short-lived `request_uri`.
 
 use crate::App;
+use crate::audit::Origin;
 use crate::dpop;
 use crate::error::ApiError;
 use crate::session::{key_of, random_token};
@@ -27,24 +28,34 @@ pub struct Pushed {
 }
 
 /// The handler.
-pub(crate) async fn par(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let response = match handle(&app, &headers, body).await {
+pub(crate) async fn par(
+    State(app): State<App>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = match handle(&app, &origin, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
     nonce_header(&app, response)
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    app: &App,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let mut form = read_form(headers, body).await?;
     let auth = take_client_auth(&mut form, headers);
     let now = app.clock.now();
     // RFC 9126 §2: client authentication as at the token endpoint.
-    let assertion = verify_assertion(app, &auth, Endpoint::Other, now)?;
+    let assertion = verify_assertion(app, &auth, Endpoint::Other, now, origin).await?;
     crate::token::limit_client(app, &assertion)?;
     let par_url = format!("{}{}", app.settings.issuer, segl_proto::paths::PAR);
     let proof = dpop::check(app, headers, &par_url, now)?;
-    let (client, proof) = crate::token::record_jtis(app, assertion, proof).await?;
+    let (client, proof) = crate::token::record_jtis(app, assertion, proof, origin).await?;
     let outcome = authorize::pushed_request(
         &mut form,
         &client,

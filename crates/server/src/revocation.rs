@@ -3,6 +3,7 @@
 //! report it inactive). Unknown tokens, and tokens of other clients, get the same `200`.
 
 use crate::App;
+use crate::audit::Origin;
 use crate::error::ApiError;
 use crate::own_tokens::{self, Kind};
 use crate::session::key_of;
@@ -12,12 +13,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use segl_core::OAuthError;
+use segl_core::audit::{Event, EventKind, Outcome};
 use segl_core::client_auth::Endpoint;
 use serde_json::Value;
 
 /// The handler.
-pub(crate) async fn revocation(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&app, &headers, body).await {
+pub(crate) async fn revocation(
+    State(app): State<App>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&app, &origin, &headers, body).await {
         Ok(()) => {
             let mut r = StatusCode::OK.into_response();
             r.headers_mut()
@@ -28,16 +35,23 @@ pub(crate) async fn revocation(State(app): State<App>, headers: HeaderMap, body:
     }
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<(), ApiError> {
+async fn handle(
+    app: &App,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), ApiError> {
     let mut form = read_form(headers, body).await?;
     let auth = take_client_auth(&mut form, headers);
     let now = app.clock.now();
-    let assertion = verify_assertion(app, &auth, Endpoint::Other, now)?;
-    let client = record_assertion(app, assertion).await?;
+    let assertion = verify_assertion(app, &auth, Endpoint::Other, now, origin).await?;
+    let client = record_assertion(app, assertion, origin).await?;
     let token = form
         .take("token")
         .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
     let caller = &client.client().client_id;
+    let event = Event::new(EventKind::Revocation, Outcome::Success, now)
+        .with_client(caller, Some(&client.client().name));
     // A JWT is one of our access tokens (expired ones need no revocation); anything else may
     // be a refresh token. token_type_hint only orders the lookups, so it is not needed here.
     if token.matches('.').count() == 2 {
@@ -53,6 +67,8 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<(), ApiErr
             {
                 app.store.revoke_token(jti, exp).await?;
                 tracing::info!(target: "segl::audit", event = "revocation", client_id = %caller, jti, "access token revoked");
+                let event = event.with_jti(jti).with_detail("token=access_token");
+                app.audit.record(event, origin).await?;
             }
         }
         return Ok(());
@@ -62,6 +78,8 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<(), ApiErr
     {
         app.store.revoke_refresh_family(&family).await?;
         tracing::info!(target: "segl::audit", event = "revocation", client_id = %caller, family = %family, "refresh token family revoked");
+        let event = event.with_detail(&format!("token=refresh_token refresh_family={family}"));
+        app.audit.record(event, origin).await?;
     }
     Ok(())
 }

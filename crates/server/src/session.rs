@@ -187,17 +187,29 @@ pub fn pseudonym(app: &App, pid: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
-/// Completes a login: starts the session (single sign-on), records the audit event, issues the
-/// code and redirects to the client; the login-transaction cookie is cleared.
+/// Completes a login: starts the session (single sign-on), records the audit event (and waits
+/// for it to be durable), issues the code and redirects to the client; the login-transaction
+/// cookie is cleared.
 pub async fn complete_login(
     app: &App,
     headers: &HeaderMap,
+    origin: &crate::audit::Origin,
     request: &AuthorizationRequest,
     login: Login,
     now: UnixTime,
 ) -> Result<Response, ApiError> {
+    use segl_core::audit::{Event, EventKind, Outcome};
     let cookie = start(app, headers, &login, now).await?;
     tracing::info!(target: "segl::audit", event = "login", idp = %login.idp, security_level = %login.security_level, client_id = %request.client_id, sid = %login.sid, "person logged in");
+    let client_name = app.settings.registry.client(&request.client_id);
+    let event = Event::new(EventKind::Login, Outcome::Success, now)
+        .with_client(&request.client_id, client_name.map(|c| c.name.as_str()))
+        .with_pid(Some(&login.person.pid))
+        .with_detail(&format!(
+            "idp={} security_level={} assurance_level={}",
+            login.idp, login.security_level, login.assurance_level
+        ));
+    app.audit.record(event, origin).await?;
     let mut r = crate::authorize::issue_code(app, request, login, now).await?;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r.headers_mut()

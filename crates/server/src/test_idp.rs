@@ -8,6 +8,7 @@
 //! the transaction.
 
 use crate::App;
+use crate::audit::Origin;
 use crate::error::ApiError;
 use crate::pages::{self, LoginForm};
 use crate::session::{self, Transaction};
@@ -76,14 +77,24 @@ fn render(
 }
 
 /// `POST /testidp/login`: checks the form and completes the login.
-pub(crate) async fn submit(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    match handle(&app, &headers, body).await {
+pub(crate) async fn submit(
+    State(app): State<App>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match handle(&app, &origin, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    app: &App,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let now = app.clock.now();
     let bad = |text: &str| Ok(pages::error(StatusCode::BAD_REQUEST, "nb", text));
     let Ok(mut form) = crate::token::read_form(headers, body).await else {
@@ -122,7 +133,7 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
         return bad("this login is already finished");
     };
     let login = login_for(app, person, now)?;
-    session::complete_login(app, headers, &t.request, login, now).await
+    session::complete_login(app, headers, origin, &t.request, login, now).await
 }
 
 fn find_person(app: &App, pid: &str) -> Option<Person> {

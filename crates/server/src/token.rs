@@ -2,12 +2,14 @@
 //! sign the access token.
 
 use crate::App;
+use crate::audit::Origin;
 use crate::dpop::{self, NonceMode};
 use crate::error::ApiError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use segl_core::audit::{Event, EventKind};
 use segl_core::authorize::{self, CodeGrant};
 use segl_core::client_auth::{
     self, AuthenticatedClient, ClientAuthParams, Endpoint, VerifiedAssertion,
@@ -30,8 +32,13 @@ const FAMILY_PREFIX: &str = "refresh-family:";
 pub const MAX_BODY: usize = 64 * 1024;
 
 /// The handler.
-pub(crate) async fn token(State(app): State<App>, headers: HeaderMap, body: Body) -> Response {
-    let response = match handle(&app, &headers, body).await {
+pub(crate) async fn token(
+    State(app): State<App>,
+    origin: Origin,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = match handle(&app, &origin, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -48,20 +55,31 @@ pub(crate) fn nonce_header(app: &App, mut response: Response) -> Response {
     response
 }
 
-async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    app: &App,
+    origin: &Origin,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let mut form = read_form(headers, body).await?;
     let auth = take_client_auth(&mut form, headers);
     let request = TokenRequest::from_form(&mut form)?;
     let now = app.clock.now();
     // Stateless checks first (assertion, then proof and its nonce), so that a use_dpop_nonce
     // answer consumes nothing and the client can retry with the same assertion.
-    let assertion = verify_assertion(app, &auth, Endpoint::Token, now)?;
+    let assertion = verify_assertion(app, &auth, Endpoint::Token, now, origin).await?;
     limit_client(app, &assertion)?;
     let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
-    let (client, dpop) = record_jtis(app, assertion, proof).await?;
+    let (client, dpop) = record_jtis(app, assertion, proof, origin).await?;
     // Which organization the client acts for: from its assertion (any grant, so a refresh can
     // switch organization), else what the grant remembers.
     let asserted = organization::from_assertion(client.assertion_claims())?.cloned();
+    let cx = Context {
+        asserted: asserted.as_ref(),
+        dpop: dpop.as_ref(),
+        origin,
+        now,
+    };
     match &request {
         TokenRequest::ClientCredentials(r) => {
             let org = select_org(app, &client, asserted.as_ref())?;
@@ -76,26 +94,28 @@ async fn handle(app: &App, headers: &HeaderMap, body: Body) -> Result<Response, 
                 &org,
             )?;
             let access_token = sign_access_token(app, &claims)?;
+            let event = Event::issued(EventKind::TokenIssued, now, &claims, None)
+                .with_detail("grant=client_credentials");
+            app.audit.record(event, origin).await?;
             Ok(token_response(&response(access_token, &claims, None)))
         }
-        TokenRequest::AuthorizationCode(exchange) => {
-            code_grant(
-                app,
-                &client,
-                exchange,
-                asserted.as_ref(),
-                dpop.as_ref(),
-                now,
-            )
-            .await
-        }
-        TokenRequest::RefreshToken(r) => {
-            refresh_grant(app, &client, r, asserted.as_ref(), dpop.as_ref(), now).await
-        }
-        TokenRequest::TokenExchange(r) => {
-            exchange_grant(app, &client, r, asserted.as_ref(), dpop.as_ref(), now).await
-        }
+        TokenRequest::AuthorizationCode(exchange) => code_grant(app, &client, exchange, &cx).await,
+        TokenRequest::RefreshToken(r) => refresh_grant(app, &client, r, &cx).await,
+        TokenRequest::TokenExchange(r) => exchange_grant(app, &client, r, &cx).await,
     }
+}
+
+/// What a grant needs besides the client and its request.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    /// The organizations the client's assertion asks for (`assertion_details`), if any.
+    asserted: Option<&'a serde_json::Value>,
+    /// The verified DPoP proof, if one was sent.
+    dpop: Option<&'a VerifiedDpop>,
+    /// Where the request came from (for its audit event).
+    origin: &'a Origin,
+    /// Now.
+    now: UnixTime,
 }
 
 /// Token exchange (RFC 8693): verify the subject token, decide, sign, audit.
@@ -103,10 +123,14 @@ async fn exchange_grant(
     app: &App,
     client: &AuthenticatedClient,
     request: &exchange::ExchangeRequest,
-    asserted: Option<&serde_json::Value>,
-    dpop: Option<&VerifiedDpop>,
-    now: UnixTime,
+    cx: &Context<'_>,
 ) -> Result<Response, ApiError> {
+    let Context {
+        asserted,
+        dpop,
+        origin,
+        now,
+    } = *cx;
     let ring = app.keys.current();
     let subject = exchange::verify_subject(
         &request.subject_token,
@@ -132,6 +156,9 @@ async fn exchange_grant(
     )?;
     let access_token = sign_access_token(app, &claims)?;
     audit_exchange(&subject, &claims);
+    app.audit
+        .record(exchange_event(client, &subject, &claims, now), origin)
+        .await?;
     let mut body = response(access_token, &claims, None);
     body.issued_token_type = Some(exchange::ACCESS_TOKEN_TYPE.into());
     Ok(token_response(&body))
@@ -152,11 +179,15 @@ async fn code_grant(
     app: &App,
     client: &AuthenticatedClient,
     exchange: &authorize::CodeExchange,
-    asserted: Option<&serde_json::Value>,
-    dpop: Option<&VerifiedDpop>,
-    now: UnixTime,
+    cx: &Context<'_>,
 ) -> Result<Response, ApiError> {
-    let (code_key, grant) = redeem(app, &exchange.code, now).await?;
+    let Context {
+        asserted,
+        dpop,
+        origin,
+        now,
+    } = *cx;
+    let (code_key, grant) = redeem(app, client, &exchange.code, cx).await?;
     authorize::check_exchange(&grant, exchange, client, dpop.map(|d| d.jkt()))?;
     let details = asserted.or(grant.request.authorization_details.as_ref());
     let org = select_org(app, client, details)?;
@@ -181,6 +212,13 @@ async fn code_grant(
         None
     };
     let mut body = response(access_token, &claims, id_token);
+    let event = Event::issued(
+        EventKind::TokenIssued,
+        now,
+        &claims,
+        Some(&grant.login.person.pid),
+    );
+    let mut detail = String::from("grant=authorization_code");
     if refresh::offered(client, &grant) {
         let token = crate::session::random_token()?;
         let expires_at = now.secs() + app.settings.tokens.refresh_token_lifetime;
@@ -206,7 +244,9 @@ async fn code_grant(
             .await?;
         body.refresh_token = Some(token);
         body.rt_expires_in = Some((expires_at - now.secs()).max(0) as u64);
+        detail.push_str(&format!(" refresh_family={family}"));
     }
+    app.audit.record(event.with_detail(&detail), origin).await?;
     Ok(token_response(&body))
 }
 
@@ -215,10 +255,14 @@ async fn refresh_grant(
     app: &App,
     client: &AuthenticatedClient,
     request: &refresh::RefreshRequest,
-    asserted: Option<&serde_json::Value>,
-    dpop: Option<&VerifiedDpop>,
-    now: UnixTime,
+    cx: &Context<'_>,
 ) -> Result<Response, ApiError> {
+    let Context {
+        asserted,
+        dpop,
+        origin,
+        now,
+    } = *cx;
     let old_key = crate::session::key_of(&request.refresh_token);
     // Check owner, DPoP binding and scope before anything changes: a request that fails them
     // must not rotate (or burn) the family.
@@ -235,7 +279,8 @@ async fn refresh_grant(
     let grant = refresh::check(&data, client, request, dpop.map(|d| d.jkt()))?;
     let successor = app.successor(&request.refresh_token);
     let grace = app.settings.tokens.refresh_token_grace;
-    let expires_at = match app
+    let pid = Some(data.grant.login.person.pid.as_str());
+    let (expires_at, detail) = match app
         .store
         .rotate_refresh(
             &old_key,
@@ -245,9 +290,26 @@ async fn refresh_grant(
         )
         .await?
     {
-        Rotation::Rotated { expires_at, .. } | Rotation::Grace { expires_at, .. } => expires_at,
+        Rotation::Rotated {
+            expires_at,
+            family_id,
+            ..
+        } => (expires_at, format!("refresh_family={family_id}")),
+        Rotation::Grace {
+            expires_at,
+            family_id,
+            ..
+        } => (
+            expires_at,
+            format!("refresh_family={family_id} grace_retry=true"),
+        ),
         Rotation::Reused { family_id } => {
             tracing::warn!(target: "segl::audit", event = "refresh_reuse", client_id = %client.client().client_id, family = %family_id, "refresh token reused: family revoked");
+            let event = Event::refused(EventKind::RefreshReuse, now, ErrorCode::InvalidGrant)
+                .with_client(&client.client().client_id, Some(&client.client().name))
+                .with_pid(pid)
+                .with_detail(&format!("refresh_family={family_id} family_revoked=true"));
+            app.audit.record_refusal(event, origin).await;
             return Err(OAuthError::new(
                 ErrorCode::InvalidGrant,
                 "the refresh token was already used; its family is revoked",
@@ -285,6 +347,8 @@ async fn refresh_grant(
         &org,
     )?;
     let access_token = sign_access_token(app, &claims)?;
+    let event = Event::issued(EventKind::TokenRefreshed, now, &claims, pid).with_detail(&detail);
+    app.audit.record(event, origin).await?;
     let mut body = response(access_token, &claims, None);
     body.refresh_token = Some(successor);
     body.rt_expires_in = Some((expires_at - now.secs()).max(0) as u64);
@@ -312,9 +376,36 @@ fn audit_exchange(subject: &exchange::SubjectToken, issued: &grant::AccessTokenC
     );
 }
 
+/// The exchange's durable audit event: the actor (the authenticated client, by its own
+/// name), the organizations, audience, scopes and `jti` of the new token, its `act` chain, the
+/// person's pid when the token carries it, and the original client and the subject's `jti`.
+fn exchange_event(
+    actor: &AuthenticatedClient,
+    subject: &exchange::SubjectToken,
+    issued: &grant::AccessTokenClaims,
+    now: UnixTime,
+) -> Event {
+    let claim = |name: &str| issued.identity.get(name).and_then(|v| v.as_str());
+    let pid = claim(segl_proto::claims::PID);
+    let detail = format!(
+        "original_client={} subject_jti={}",
+        claim(segl_proto::claims::ORIGINAL_CLIENT_ID).unwrap_or("-"),
+        subject.jti()
+    );
+    Event::issued(EventKind::TokenExchange, now, issued, pid)
+        .with_client(&actor.client().client_id, Some(&actor.client().name))
+        .with_detail(&detail)
+}
+
 /// Redeems a code once (RFC 6749 §4.1.2): a second redemption is refused and revokes the
 /// tokens issued from the first.
-async fn redeem(app: &App, code: &str, now: UnixTime) -> Result<([u8; 32], CodeGrant), ApiError> {
+async fn redeem(
+    app: &App,
+    client: &AuthenticatedClient,
+    code: &str,
+    cx: &Context<'_>,
+) -> Result<([u8; 32], CodeGrant), ApiError> {
+    let now = cx.now;
     let key = crate::session::key_of(code);
     match app.store.redeem_code(&key, now.secs()).await? {
         Redemption::Fresh(data) => {
@@ -322,7 +413,7 @@ async fn redeem(app: &App, code: &str, now: UnixTime) -> Result<([u8; 32], CodeG
                 .map_err(|e| ApiError::Internal(format!("stored code: {e}")))?;
             Ok((key, grant))
         }
-        Redemption::Reused { issued, .. } => {
+        Redemption::Reused { data, issued } => {
             let until = now.secs() + app.settings.tokens.access_token_lifetime;
             for issued_id in &issued {
                 match issued_id.strip_prefix(FAMILY_PREFIX) {
@@ -336,6 +427,13 @@ async fn redeem(app: &App, code: &str, now: UnixTime) -> Result<([u8; 32], CodeG
                 revoked = issued.len(),
                 "authorization code used twice: tokens issued from it are revoked"
             );
+            // The person of the first redemption, when the stored grant can be read.
+            let first: Option<CodeGrant> = serde_json::from_str(&data).ok();
+            let event = Event::refused(EventKind::CodeReuse, now, ErrorCode::InvalidGrant)
+                .with_client(&client.client().client_id, Some(&client.client().name))
+                .with_pid(first.as_ref().map(|g| g.login.person.pid.as_str()))
+                .with_detail(&format!("revoked={}", issued.len()));
+            app.audit.record_refusal(event, cx.origin).await;
             Err(OAuthError::new(
                 ErrorCode::InvalidGrant,
                 "the code has already been used; tokens issued with it are revoked",
@@ -464,17 +562,48 @@ pub(crate) fn take_client_auth(form: &mut Form, headers: &HeaderMap) -> ClientAu
     }
 }
 
-/// private_key_jwt, stateless part: the assertion's header, key, signature and claims.
-pub(crate) fn verify_assertion(
+/// private_key_jwt, stateless part: the assertion's header, key, signature and claims. A
+/// refusal is an audit event.
+pub(crate) async fn verify_assertion(
     app: &App,
     params: &ClientAuthParams,
     endpoint: Endpoint,
     now: UnixTime,
+    origin: &Origin,
 ) -> Result<VerifiedAssertion, ApiError> {
-    Ok(client_auth::verify_assertion(params, &app.settings.registry, &app.policy, endpoint, now)
-        .inspect_err(|e| {
-            tracing::info!(target: "segl::audit", event = "client_authentication_failed", client_id = ?params.client_id, error = %e, "client authentication failed")
-        })?)
+    match client_auth::verify_assertion(params, &app.settings.registry, &app.policy, endpoint, now)
+    {
+        Ok(verified) => Ok(verified),
+        Err(e) => {
+            tracing::info!(target: "segl::audit", event = "client_authentication_failed", client_id = ?params.client_id, error = %e, "client authentication failed");
+            audit_auth_failure(app, params.client_id.as_deref(), &e, "", origin).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The audit event of a refused client authentication (`client_id` as the request claimed
+/// it; `detail` says more, e.g. that the assertion was a replay).
+async fn audit_auth_failure(
+    app: &App,
+    client_id: Option<&str>,
+    error: &OAuthError,
+    detail: &str,
+    origin: &Origin,
+) {
+    let mut event = Event::refused(
+        EventKind::ClientAuthenticationFailed,
+        app.clock.now(),
+        error.code,
+    );
+    if let Some(id) = client_id {
+        let name = app.settings.registry.client(id).map(|c| c.name.as_str());
+        event = event.with_client(id, name);
+    }
+    if !detail.is_empty() {
+        event = event.with_detail(detail);
+    }
+    app.audit.record_refusal(event, origin).await;
 }
 
 /// The per-client rate limit, once the client is known (before any store write).
@@ -491,9 +620,10 @@ pub(crate) async fn record_jtis(
     app: &App,
     assertion: VerifiedAssertion,
     proof: Option<segl_jose::dpop::CheckedProof>,
+    origin: &Origin,
 ) -> Result<(AuthenticatedClient, Option<VerifiedDpop>), ApiError> {
     let Some(proof) = proof else {
-        return Ok((record_assertion(app, assertion).await?, None));
+        return Ok((record_assertion(app, assertion, origin).await?, None));
     };
     let (akey, pkey) = (assertion.replay_key(), proof.replay_key());
     let items = [
@@ -513,9 +643,26 @@ pub(crate) async fn record_jtis(
         fresh.first().copied().unwrap_or(false),
         fresh.get(1).copied().unwrap_or(false),
     );
-    let client = assertion.accept(a)?;
+    let client = accept(app, assertion, a, origin).await?;
     let dpop = proof.accept(p).map_err(dpop::to_oauth)?;
     Ok((client, Some(dpop)))
+}
+
+/// The store's verdict on the assertion's `jti`: a replay is refused, and is an audit event.
+async fn accept(
+    app: &App,
+    assertion: VerifiedAssertion,
+    fresh: bool,
+    origin: &Origin,
+) -> Result<AuthenticatedClient, ApiError> {
+    let client_id = assertion.client_id().to_owned();
+    match assertion.accept(fresh) {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            audit_auth_failure(app, Some(&client_id), &e, "replayed_assertion=true", origin).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// private_key_jwt, stateful part: record the `jti` (the unique insert is the replay check,
@@ -523,6 +670,7 @@ pub(crate) async fn record_jtis(
 pub(crate) async fn record_assertion(
     app: &App,
     verified: VerifiedAssertion,
+    origin: &Origin,
 ) -> Result<AuthenticatedClient, ApiError> {
     let fresh = crate::metrics::store_op(
         "insert_jti",
@@ -533,7 +681,7 @@ pub(crate) async fn record_assertion(
         ),
     )
     .await?;
-    Ok(verified.accept(fresh)?)
+    accept(app, verified, fresh, origin).await
 }
 
 /// 128 random bits as 32 upper-case hex digits (HelseID's `jti` shape).

@@ -5,13 +5,20 @@
 //! `INSERT` whose unique constraint *is* the replay check, so exactly one of any number of
 //! concurrent callers, on one process or many, sees it as fresh. It makes no protocol
 //! decisions: callers pass opaque keys, timestamps (unix seconds) and already-encrypted blobs.
+//! The audit log is kept here too, as a hash chain whose hash function the caller supplies
+//! ([`AuditLink`]): the store serializes appenders and never decides what an event means.
 
+mod audit;
 mod error;
 mod migrate;
 mod postgres;
 mod refresh;
 mod sqlite;
 
+pub use audit::{
+    AuditCheckpoint, AuditEvent, AuditHead, AuditLink, AuditQuery, AuditRecord, MAX_AUDIT_ITEMS,
+    MAX_AUDIT_TEXT, check_audit_event,
+};
 pub use error::Error;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -397,6 +404,37 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every delegation `(from, to)`, sorted by `from` then `to`, comparing bytes (the same
     /// order on every backend, whatever the database's collation).
     async fn delegations(&self) -> Result<Vec<(String, String)>, Error>;
+
+    /// Appends `events`, in order, to the audit chain as one segment, in one transaction: each
+    /// gets the next sequence number and the hash `link(previous hash, seq, event)`, and the
+    /// chain head moves to the last one. Concurrent appenders, in one process or many, are
+    /// serialized by the head row (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `SELECT … FOR
+    /// UPDATE` in a READ COMMITTED transaction), so they extend one unbroken chain and a
+    /// segment is never interleaved with another. Returns the last sequence number (the
+    /// unchanged head's for an empty batch, which writes nothing).
+    ///
+    /// Errors: [`Error::Corrupt`] when an event fails [`check_audit_event`] (nothing is
+    /// written) or the head is unreadable.
+    async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink<'_>)
+    -> Result<i64, Error>;
+
+    /// The chain head: the last sequence number and hash (0 and 32 zero bytes when empty).
+    async fn audit_head(&self) -> Result<AuditHead, Error>;
+
+    /// Up to `limit` audit events with `seq >= from_seq`, in sequence order (a gap in the
+    /// numbers is returned as it is: the verifier reports it).
+    async fn audit_events(&self, from_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error>;
+
+    /// The audit events `query` selects, in sequence order (see [`AuditQuery`]).
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, Error>;
+
+    /// Stores a signed checkpoint. Several may name the same `seq`.
+    ///
+    /// Errors: [`Error::Corrupt`] for text containing NUL.
+    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<(), Error>;
+
+    /// Every stored checkpoint, by `seq` then in the order they were stored.
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, Error>;
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (created if missing; `sqlite::memory:`

@@ -42,6 +42,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         sql: include_str!("../migrations/sqlite/0003_refresh.sql"),
     },
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/sqlite/0004_audit.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -57,6 +61,10 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
         version: 3,
         sql: include_str!("../migrations/postgres/0003_refresh.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("../migrations/postgres/0004_audit.sql"),
     },
 ];
 
@@ -200,7 +208,8 @@ mod tests {
         assert_eq!(pending(SQLITE, &[]).len(), SQLITE.len());
         assert_eq!(pending(SQLITE, &[1]).len(), SQLITE.len() - 1);
         assert_eq!(pending(SQLITE, &[1, 2]).len(), SQLITE.len() - 2);
-        assert!(pending(SQLITE, &[1, 2, 3]).is_empty());
-        assert!(pending(SQLITE, &[1, 2, 3, 99]).is_empty());
+        assert_eq!(pending(SQLITE, &[1, 2, 3]).len(), 1);
+        assert!(pending(SQLITE, &[1, 2, 3, 4]).is_empty());
+        assert!(pending(SQLITE, &[1, 2, 3, 4, 99]).is_empty());
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Every operation is a single statement in its own (READ COMMITTED) transaction, except
 //! `purge_expired` (one transaction of several `DELETE`s), `redeem_code` (a second
-//! statement reads a code the first did not redeem), and `insert_refresh` / `rotate_refresh`
-//! (one transaction each, at the server's default isolation). `insert_jti` is `INSERT … ON
+//! statement reads a code the first did not redeem), `insert_refresh` / `rotate_refresh`
+//! (one transaction each, at the server's default isolation), and `append_audit` (one READ
+//! COMMITTED transaction that locks the audit chain head with `SELECT … FOR UPDATE`, inserts the
+//! segment with one `INSERT … SELECT FROM UNNEST(…)` and moves the head). `insert_jti` is `INSERT … ON
 //! CONFLICT DO NOTHING`, so the primary key decides which of any number of concurrent callers,
 //! on any process, recorded the key; `take_record` and `redeem_code` are decided by a `DELETE` /
 //! `UPDATE … RETURNING` whose row lock lets exactly one caller change (and so get) the row;
@@ -19,10 +21,12 @@
 //! statement or transaction was rolled back, so it is simply run again. The password in the
 //! URL never appears in `Debug` output or error messages.
 
+use crate::audit::{self, QueryParam};
 use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
 use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
 use crate::{
-    Error, JtiKind, RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
+    AuditCheckpoint, AuditEvent, AuditHead, AuditLink, AuditQuery, AuditRecord, Error, JtiKind,
+    RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -304,6 +308,119 @@ fn stored_key(row: &PgRow) -> Result<StoredKey, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         activate_at: row.try_get("activate_at")?,
     })
+}
+
+/// Reads one `audit_events` row (the columns of [`audit::COLUMNS`]).
+fn audit_record(row: &PgRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        event: AuditEvent {
+            time: row.try_get("time")?,
+            event: row.try_get("event")?,
+            client_id: row.try_get("client_id")?,
+            client_name: row.try_get("client_name")?,
+            orgnr_parent: row.try_get("orgnr_parent")?,
+            orgnr_child: row.try_get("orgnr_child")?,
+            orgnr_supplier: row.try_get("orgnr_supplier")?,
+            pid: row.try_get("pid")?,
+            actor_chain: audit::split(&row.try_get::<String, _>("actor_chain")?),
+            audience: row.try_get("audience")?,
+            scopes: audit::split(&row.try_get::<String, _>("scopes")?),
+            jti: row.try_get("jti")?,
+            outcome: row.try_get("outcome")?,
+            error: row.try_get("error")?,
+            source: row.try_get("source")?,
+            request_id: row.try_get("request_id")?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Inserts a whole segment in one statement: one array per column of [`audit::COLUMNS`].
+const INSERT_AUDIT_EVENTS: &str = "INSERT INTO audit_events (seq, time, event, client_id, \
+     client_name, orgnr_parent, orgnr_child, orgnr_supplier, pid, actor_chain, audience, scopes, \
+     jti, outcome, error, source, request_id, detail, prev_hash, hash) \
+     SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+     $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
+     $13::TEXT[], $14::TEXT[], $15::TEXT[], $16::TEXT[], $17::TEXT[], $18::TEXT[], \
+     $19::BYTEA[], $20::BYTEA[])";
+
+/// One attempt of [`Store::append_audit`]: a READ COMMITTED transaction (whatever the
+/// server's default, so that an appender that waited for the head's row lock reads the head
+/// its predecessor committed instead of failing to serialize) that locks the head, inserts the
+/// segment and moves the head.
+async fn append_audit_once(
+    pool: &PgPool,
+    events: &[AuditEvent],
+    link: &AuditLink<'_>,
+) -> Result<Result<i64, Error>, sqlx::Error> {
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    let Some((mut seq, hash)) = sqlx::query_as::<_, (i64, Vec<u8>)>(
+        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Err(Error::Corrupt(
+            "the audit chain head is missing".to_owned(),
+        )));
+    };
+    let mut prev = match audit::head_hash(&hash) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    let n = events.len();
+    let mut seqs = Vec::with_capacity(n);
+    let mut prevs = Vec::with_capacity(n);
+    let mut hashes = Vec::with_capacity(n);
+    for event in events {
+        let Some(next) = seq.checked_add(1) else {
+            return Ok(Err(Error::Corrupt(
+                "the audit sequence overflowed".to_owned(),
+            )));
+        };
+        seq = next;
+        let hash = link(&prev, seq, event);
+        seqs.push(seq);
+        prevs.push(prev.to_vec());
+        hashes.push(hash.to_vec());
+        prev = hash;
+    }
+    let text = |f: fn(&AuditEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(INSERT_AUDIT_EVENTS)
+        .bind(&seqs)
+        .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
+        .bind(text(|e| Some(e.event.clone())))
+        .bind(text(|e| e.client_id.clone()))
+        .bind(text(|e| e.client_name.clone()))
+        .bind(text(|e| e.orgnr_parent.clone()))
+        .bind(text(|e| e.orgnr_child.clone()))
+        .bind(text(|e| e.orgnr_supplier.clone()))
+        .bind(text(|e| e.pid.clone()))
+        .bind(text(|e| Some(audit::join(&e.actor_chain))))
+        .bind(text(|e| e.audience.clone()))
+        .bind(text(|e| Some(audit::join(&e.scopes))))
+        .bind(text(|e| e.jti.clone()))
+        .bind(text(|e| Some(e.outcome.clone())))
+        .bind(text(|e| e.error.clone()))
+        .bind(text(|e| e.source.clone()))
+        .bind(text(|e| e.request_id.clone()))
+        .bind(text(|e| e.detail.clone()))
+        .bind(&prevs)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&prev[..])
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ok(seq))
 }
 
 #[async_trait]
@@ -770,5 +887,119 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
         })
         .await
+    }
+
+    /// One transaction (see `append_audit_once`), retried as a whole: a failed attempt was
+    /// rolled back, and the retry links to whatever head it then finds.
+    async fn append_audit(
+        &self,
+        events: &[AuditEvent],
+        link: &AuditLink<'_>,
+    ) -> Result<i64, Error> {
+        for event in events {
+            audit::check_audit_event(event)?;
+        }
+        if events.is_empty() {
+            return Ok(self.audit_head().await?.seq);
+        }
+        self.run("append_audit", || {
+            append_audit_once(&self.pool, events, link)
+        })
+        .await?
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, Error> {
+        let (seq, hash): (i64, Vec<u8>) = self
+            .run("audit_head", || {
+                sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&self.pool)
+            })
+            .await?
+            .ok_or_else(|| Error::Corrupt("the audit chain head is missing".to_owned()))?;
+        Ok(AuditHead { seq, hash })
+    }
+
+    async fn audit_events(&self, from_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
+        let sql = format!(
+            "SELECT {} FROM audit_events WHERE seq >= $1 ORDER BY seq LIMIT $2",
+            audit::COLUMNS
+        );
+        let rows = self
+            .run("audit_events", || {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(from_seq)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| audit_record(row).map_err(map_err))
+            .collect()
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, Error> {
+        let (conditions, params) = audit::query_sql(query, |n| format!("${n}"));
+        let sql = format!(
+            "SELECT {} FROM audit_events WHERE {conditions} ORDER BY seq LIMIT ${}",
+            audit::COLUMNS,
+            params.len() + 1
+        );
+        let rows = self
+            .run("query_audit", || {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+                for param in &params {
+                    q = match param {
+                        QueryParam::Int(i) => q.bind(*i),
+                        QueryParam::Text(t) => q.bind(t.clone()),
+                    };
+                }
+                q.bind(i64::from(query.limit)).fetch_all(&self.pool)
+            })
+            .await?;
+        rows.iter()
+            .map(|row| audit_record(row).map_err(map_err))
+            .collect()
+    }
+
+    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<(), Error> {
+        for text in [&checkpoint.kid, &checkpoint.public_jwk, &checkpoint.jws] {
+            check_text("audit checkpoint", text)?;
+        }
+        self.run("insert_audit_checkpoint", || {
+            sqlx::query(
+                "INSERT INTO audit_checkpoints (seq, time, kid, public_jwk, jws) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(checkpoint.seq)
+            .bind(checkpoint.time)
+            .bind(&checkpoint.kid)
+            .bind(&checkpoint.public_jwk)
+            .bind(&checkpoint.jws)
+            .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, Error> {
+        let rows: Vec<(i64, i64, String, String, String)> = self
+            .run("audit_checkpoints", || {
+                sqlx::query_as(
+                    "SELECT seq, time, kid, public_jwk, jws FROM audit_checkpoints \
+                     ORDER BY seq, id",
+                )
+                .fetch_all(&self.pool)
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, time, kid, public_jwk, jws)| AuditCheckpoint {
+                seq,
+                time,
+                kid,
+                public_jwk,
+                jws,
+            })
+            .collect())
     }
 }

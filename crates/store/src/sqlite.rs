@@ -11,11 +11,15 @@
 //! `rotate_refresh` and `insert_refresh` run their statements in one `BEGIN IMMEDIATE`
 //! transaction: it takes the write lock before the first read, so no other writer, in this
 //! process or another, can change the token between the read and the writes that depend on it.
+//! `append_audit` does the same with the audit chain head: read, insert the segment, move the
+//! head, all under the write lock.
 
+use crate::audit::{self, QueryParam};
 use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
 use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
 use crate::{
-    Error, JtiKind, RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
+    AuditCheckpoint, AuditEvent, AuditHead, AuditLink, AuditQuery, AuditRecord, Error, JtiKind,
+    RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -256,6 +260,40 @@ fn stored_key(row: &SqliteRow) -> Result<StoredKey, sqlx::Error> {
         activate_at: row.try_get("activate_at")?,
     })
 }
+
+/// Reads one `audit_events` row (the columns of [`audit::COLUMNS`]).
+fn audit_record(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        event: AuditEvent {
+            time: row.try_get("time")?,
+            event: row.try_get("event")?,
+            client_id: row.try_get("client_id")?,
+            client_name: row.try_get("client_name")?,
+            orgnr_parent: row.try_get("orgnr_parent")?,
+            orgnr_child: row.try_get("orgnr_child")?,
+            orgnr_supplier: row.try_get("orgnr_supplier")?,
+            pid: row.try_get("pid")?,
+            actor_chain: audit::split(&row.try_get::<String, _>("actor_chain")?),
+            audience: row.try_get("audience")?,
+            scopes: audit::split(&row.try_get::<String, _>("scopes")?),
+            jti: row.try_get("jti")?,
+            outcome: row.try_get("outcome")?,
+            error: row.try_get("error")?,
+            source: row.try_get("source")?,
+            request_id: row.try_get("request_id")?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// Inserts one audit event at `seq` (the parameters in the order of [`audit::COLUMNS`]).
+const INSERT_AUDIT_EVENT: &str = "INSERT INTO audit_events (seq, time, event, client_id, \
+     client_name, orgnr_parent, orgnr_child, orgnr_supplier, pid, actor_chain, audience, scopes, \
+     jti, outcome, error, source, request_id, detail, prev_hash, hash) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -770,5 +808,157 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)
+    }
+
+    /// One `BEGIN IMMEDIATE` transaction: the write lock is taken before the head is read, so
+    /// no other appender, in this process or another, can move it until the commit.
+    async fn append_audit(
+        &self,
+        events: &[AuditEvent],
+        link: &AuditLink<'_>,
+    ) -> Result<i64, Error> {
+        for event in events {
+            audit::check_audit_event(event)?;
+        }
+        if events.is_empty() {
+            return Ok(self.audit_head().await?.seq);
+        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let (mut seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .ok_or_else(|| Error::Corrupt("the audit chain head is missing".to_owned()))?;
+        let mut prev = audit::head_hash(&hash)?;
+        for event in events {
+            seq = seq
+                .checked_add(1)
+                .ok_or_else(|| Error::Corrupt("the audit sequence overflowed".to_owned()))?;
+            let hash = link(&prev, seq, event);
+            sqlx::query(INSERT_AUDIT_EVENT)
+                .bind(seq)
+                .bind(event.time)
+                .bind(&event.event)
+                .bind(&event.client_id)
+                .bind(&event.client_name)
+                .bind(&event.orgnr_parent)
+                .bind(&event.orgnr_child)
+                .bind(&event.orgnr_supplier)
+                .bind(&event.pid)
+                .bind(audit::join(&event.actor_chain))
+                .bind(&event.audience)
+                .bind(audit::join(&event.scopes))
+                .bind(&event.jti)
+                .bind(&event.outcome)
+                .bind(&event.error)
+                .bind(&event.source)
+                .bind(&event.request_id)
+                .bind(&event.detail)
+                .bind(&prev[..])
+                .bind(&hash[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            prev = hash;
+        }
+        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(seq)
+            .bind(&prev[..])
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(seq)
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, Error> {
+        let (seq, hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?
+                .ok_or_else(|| Error::Corrupt("the audit chain head is missing".to_owned()))?;
+        Ok(AuditHead { seq, hash })
+    }
+
+    async fn audit_events(&self, from_seq: i64, limit: u32) -> Result<Vec<AuditRecord>, Error> {
+        let sql = format!(
+            "SELECT {} FROM audit_events WHERE seq >= ? ORDER BY seq LIMIT ?",
+            audit::COLUMNS
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| audit_record(row).map_err(map_err))
+            .collect()
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, Error> {
+        let (conditions, params) = audit::query_sql(query, |_| "?".to_owned());
+        let sql = format!(
+            "SELECT {} FROM audit_events WHERE {conditions} ORDER BY seq LIMIT ?",
+            audit::COLUMNS
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            q = match param {
+                QueryParam::Int(i) => q.bind(i),
+                QueryParam::Text(t) => q.bind(t),
+            };
+        }
+        let rows = q
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|row| audit_record(row).map_err(map_err))
+            .collect()
+    }
+
+    async fn insert_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> Result<(), Error> {
+        for text in [&checkpoint.kid, &checkpoint.public_jwk, &checkpoint.jws] {
+            check_text("audit checkpoint", text)?;
+        }
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (seq, time, kid, public_jwk, jws) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(checkpoint.seq)
+        .bind(checkpoint.time)
+        .bind(&checkpoint.kid)
+        .bind(&checkpoint.public_jwk)
+        .bind(&checkpoint.jws)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>, Error> {
+        let rows: Vec<(i64, i64, String, String, String)> = sqlx::query_as(
+            "SELECT seq, time, kid, public_jwk, jws FROM audit_checkpoints ORDER BY seq, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, time, kid, public_jwk, jws)| AuditCheckpoint {
+                seq,
+                time,
+                kid,
+                public_jwk,
+                jws,
+            })
+            .collect())
     }
 }

@@ -17,7 +17,8 @@
 )]
 
 use segl_store::{
-    Error, JtiKind, PgStore, RecordKind, Redemption, Rotation, SqliteStore, Store, StoredKey,
+    AuditCheckpoint, AuditEvent, AuditQuery, AuditRecord, Error, JtiKind, PgStore, RecordKind,
+    Redemption, Rotation, SqliteStore, Store, StoredKey,
 };
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -82,6 +83,20 @@ impl Db {
                 .fetch_one(&mut conn)
                 .await
                 .unwrap()
+        }
+    }
+
+    /// Runs one statement with a separate connection (as someone with direct database access
+    /// would); returns the rows it changed.
+    async fn execute(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        use sqlx::Connection;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await?;
+            Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+            Ok(sqlx::query(sql).execute(&mut conn).await?.rows_affected())
         }
     }
 
@@ -207,6 +222,68 @@ fn reused(family_id: &str) -> Rotation {
     }
 }
 
+/// A deterministic stand-in for the chain hash (the real one is segl-core's): what the store
+/// must do is call it with the previous hash, the sequence number and the event, in order.
+fn test_link(prev: &[u8; 32], seq: i64, event: &AuditEvent) -> [u8; 32] {
+    use std::hash::{Hash, Hasher};
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (i, prev, seq, event).hash(&mut h);
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    out
+}
+
+/// An audit event with recognisable contents.
+fn audit_event(time: i64, client: &str, pid: Option<&str>, detail: &str) -> AuditEvent {
+    AuditEvent {
+        time,
+        event: "token_issued".to_owned(),
+        client_id: Some(client.to_owned()),
+        client_name: Some("Acme EPJ ærø ✓".to_owned()),
+        orgnr_parent: Some("999977774".to_owned()),
+        orgnr_child: None,
+        orgnr_supplier: None,
+        pid: pid.map(str::to_owned),
+        actor_chain: vec![],
+        audience: Some("nhn:sfm".to_owned()),
+        scopes: vec!["nhn:sfm/api".to_owned(), "openid".to_owned()],
+        jti: Some(format!("JTI-{detail}")),
+        outcome: "success".to_owned(),
+        error: None,
+        source: Some("127.0.0.1".to_owned()),
+        request_id: Some(format!("req-{detail}")),
+        detail: Some(detail.to_owned()),
+    }
+}
+
+/// Asserts that `records` are the whole chain: seq 1, 2, … and every link made by
+/// [`test_link`] from the previous hash.
+fn assert_one_chain(records: &[AuditRecord]) {
+    let mut prev = [0u8; 32];
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, i as i64 + 1, "seq");
+        assert_eq!(r.prev_hash, prev.to_vec(), "prev_hash of seq {}", r.seq);
+        let hash = test_link(&prev, r.seq, &r.event);
+        assert_eq!(r.hash, hash.to_vec(), "hash of seq {}", r.seq);
+        prev = hash;
+    }
+}
+
+/// Every audit event of the store, read in pages of 7.
+async fn all_audit_events(store: &dyn Store) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = Vec::new();
+    loop {
+        let from = out.last().map_or(1, |r| r.seq + 1);
+        let page = store.audit_events(from, 7).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
 /// The conformance cases; each gets a fresh, empty (unmigrated) database.
 mod cases {
     use super::*;
@@ -222,7 +299,7 @@ mod cases {
         );
         store.migrate().await.unwrap();
         db.store().await.migrate().await.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
+        assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
         assert!(
             !store
                 .insert_jti(JtiKind::DpopProof, b"k", 100)
@@ -240,7 +317,7 @@ mod cases {
         results.1.unwrap();
         results.2.unwrap();
         results.3.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1, 2, 3]);
+        assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
         assert!(
             a.insert_jti(JtiKind::ClientAssertion, b"x", 1)
                 .await
@@ -1740,6 +1817,321 @@ mod cases {
         );
     }
 
+    /// Appending extends one chain: consecutive sequence numbers, each link made from the
+    /// previous hash, the head moved; events read back exactly as written.
+    pub async fn audit_append_and_read_back(db: &Db) {
+        let store = db.store().await;
+        let head = store.audit_head().await.unwrap();
+        assert_eq!((head.seq, head.hash), (0, vec![0u8; 32]));
+        assert!(store.audit_events(1, 10).await.unwrap().is_empty());
+        assert_eq!(store.append_audit(&[], &test_link).await.unwrap(), 0);
+
+        let mut first = vec![
+            audit_event(100, "epj", None, "a"),
+            audit_event(101, "ehr", Some("06828399789"), "b"),
+        ];
+        first[1].actor_chain = vec!["sfm".to_owned(), "rf actor".to_owned()];
+        first[1].orgnr_child = Some("999977776".to_owned());
+        first[1].outcome = "failure".to_owned();
+        first[1].error = Some("invalid_grant".to_owned());
+        first[1].scopes = vec![];
+        assert_eq!(store.append_audit(&first, &test_link).await.unwrap(), 2);
+        let mut minimal = AuditEvent {
+            time: 102,
+            event: "key_rotated".to_owned(),
+            outcome: "success".to_owned(),
+            ..AuditEvent::default()
+        };
+        minimal.detail = Some("kid=abc".to_owned());
+        assert_eq!(
+            store
+                .append_audit(std::slice::from_ref(&minimal), &test_link)
+                .await
+                .unwrap(),
+            3
+        );
+        assert_eq!(store.append_audit(&[], &test_link).await.unwrap(), 3);
+
+        let all = all_audit_events(store.as_ref()).await;
+        assert_one_chain(&all);
+        let events: Vec<AuditEvent> = all.iter().map(|r| r.event.clone()).collect();
+        assert_eq!(events, [first[0].clone(), first[1].clone(), minimal]);
+        let head = store.audit_head().await.unwrap();
+        assert_eq!((head.seq, &head.hash), (3, &all[2].hash));
+        // Reads start anywhere.
+        let tail = store.audit_events(2, 1).await.unwrap();
+        assert_eq!(tail.len(), 1);
+        assert_eq!(tail[0], all[1]);
+        assert!(store.audit_events(4, 10).await.unwrap().is_empty());
+    }
+
+    /// Several processes (stores), each with several tasks, appending segments at once: one
+    /// unbroken chain, every event once, every segment contiguous.
+    pub async fn audit_concurrent_appenders_form_one_chain(db: &Db) {
+        const STORES: usize = 3;
+        const TASKS: usize = 4;
+        const ROUNDS: usize = 8;
+        let mut stores = Vec::new();
+        for _ in 0..STORES {
+            stores.push(db.store().await);
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (p, store) in stores.iter().enumerate() {
+            for t in 0..TASKS {
+                let store = store.clone();
+                tasks.spawn(async move {
+                    for round in 0..ROUNDS {
+                        let batch: Vec<AuditEvent> = (0..1 + round % 3)
+                            .map(|i| audit_event(1, "c", None, &format!("{p}-{t}-{round}-{i}")))
+                            .collect();
+                        store.append_audit(&batch, &test_link).await.unwrap();
+                    }
+                });
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        let all = all_audit_events(stores[0].as_ref()).await;
+        let per_task: usize = (0..ROUNDS).map(|r| 1 + r % 3).sum();
+        assert_eq!(all.len(), STORES * TASKS * per_task);
+        assert_one_chain(&all);
+        assert_eq!(stores[1].audit_head().await.unwrap().seq, all.len() as i64);
+        let details: Vec<String> = all
+            .iter()
+            .map(|r| r.event.detail.clone().unwrap())
+            .collect();
+        let unique: std::collections::HashSet<&String> = details.iter().collect();
+        assert_eq!(unique.len(), details.len(), "every event once");
+        // A segment's events are adjacent and in order: each `…-i` with i > 0 follows `…-(i-1)`.
+        for (k, d) in details.iter().enumerate() {
+            let (segment, i) = d.rsplit_once('-').unwrap();
+            let i: usize = i.parse().unwrap();
+            if i > 0 {
+                assert_eq!(
+                    details[k - 1],
+                    format!("{segment}-{}", i - 1),
+                    "{details:?}"
+                );
+            }
+        }
+    }
+
+    /// Queries by person, client, organization (any of the three) and time, paged by seq.
+    pub async fn audit_query_filters_and_pages(db: &Db) {
+        let store = db.store().await;
+        let mut events = vec![
+            audit_event(100, "epj", None, "1"),
+            audit_event(200, "ehr", Some("06828399789"), "2"),
+            audit_event(300, "ehr", Some("13116900216"), "3"),
+            audit_event(400, "sfm", Some("06828399789"), "4"),
+            audit_event(500, "epj", None, "5"),
+        ];
+        events[1].orgnr_parent = Some("111111111".to_owned());
+        events[2].orgnr_child = Some("111111111".to_owned());
+        events[3].orgnr_parent = None;
+        events[3].orgnr_supplier = Some("111111111".to_owned());
+        store.append_audit(&events, &test_link).await.unwrap();
+        let seqs = |q: AuditQuery| {
+            let store = store.clone();
+            async move {
+                store
+                    .query_audit(&q)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.seq)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let all = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        assert_eq!(seqs(all.clone()).await, [1, 2, 3, 4, 5]);
+        let pid = Some("06828399789".to_owned());
+        assert_eq!(
+            seqs(AuditQuery {
+                pid: pid.clone(),
+                ..all.clone()
+            })
+            .await,
+            [2, 4]
+        );
+        let client = Some("epj".to_owned());
+        assert_eq!(
+            seqs(AuditQuery {
+                client_id: client,
+                ..all.clone()
+            })
+            .await,
+            [1, 5]
+        );
+        let org = Some("111111111".to_owned());
+        assert_eq!(seqs(AuditQuery { org, ..all.clone() }).await, [2, 3, 4]);
+        let org = Some("999977774".to_owned());
+        assert_eq!(seqs(AuditQuery { org, ..all.clone() }).await, [1, 3, 5]);
+        assert_eq!(
+            seqs(AuditQuery {
+                from: Some(200),
+                to: Some(400),
+                ..all.clone()
+            })
+            .await,
+            [2, 3, 4]
+        );
+        assert_eq!(
+            seqs(AuditQuery {
+                pid,
+                from: Some(201),
+                ..all.clone()
+            })
+            .await,
+            [4]
+        );
+        let page = AuditQuery {
+            limit: 2,
+            ..all.clone()
+        };
+        assert_eq!(seqs(page.clone()).await, [1, 2]);
+        assert_eq!(
+            seqs(AuditQuery {
+                after_seq: 2,
+                ..page.clone()
+            })
+            .await,
+            [3, 4]
+        );
+        assert_eq!(
+            seqs(AuditQuery {
+                after_seq: 4,
+                ..page
+            })
+            .await,
+            [5]
+        );
+        let nobody = Some("x'; DELETE FROM audit_events; --".to_owned());
+        assert!(
+            seqs(AuditQuery {
+                pid: nobody,
+                ..all.clone()
+            })
+            .await
+            .is_empty()
+        );
+        assert_eq!(seqs(all).await.len(), 5);
+        // The rows come back whole.
+        let found = store
+            .query_audit(&AuditQuery {
+                client_id: Some("sfm".to_owned()),
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].event, events[3]);
+    }
+
+    /// An event the store cannot keep exactly is refused, and nothing of its batch is written.
+    pub async fn audit_refuses_what_it_cannot_keep(db: &Db) {
+        let store = db.store().await;
+        let good = audit_event(1, "epj", None, "ok");
+        let mut nul = good.clone();
+        nul.client_id = Some("a\0b".to_owned());
+        let mut separator = good.clone();
+        separator.scopes = vec!["a\u{1f}b".to_owned()];
+        let mut empty_item = good.clone();
+        empty_item.actor_chain = vec![String::new()];
+        let mut long = good.clone();
+        long.detail = Some("x".repeat(segl_store::MAX_AUDIT_TEXT + 1));
+        let mut nameless = good.clone();
+        nameless.event = String::new();
+        for bad in [nul, separator, empty_item, long, nameless] {
+            let result = store.append_audit(&[good.clone(), bad], &test_link).await;
+            assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
+        }
+        assert_eq!(store.audit_head().await.unwrap().seq, 0);
+        assert!(store.audit_events(1, 10).await.unwrap().is_empty());
+        let mut max = good.clone();
+        max.detail = Some("é".repeat(segl_store::MAX_AUDIT_TEXT / 2));
+        max.scopes = vec!["s".to_owned(); segl_store::MAX_AUDIT_ITEMS];
+        assert_eq!(
+            store
+                .append_audit(&[max.clone()], &test_link)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(store.audit_events(1, 1).await.unwrap()[0].event, max);
+    }
+
+    /// Checkpoints are kept in seq order (several may name one seq).
+    pub async fn audit_checkpoints_round_trip(db: &Db) {
+        let store = db.store().await;
+        assert!(store.audit_checkpoints().await.unwrap().is_empty());
+        let cp = |seq: i64, jws: &str| AuditCheckpoint {
+            seq,
+            time: 1_000 + seq,
+            kid: "kid-1".to_owned(),
+            public_jwk: r#"{"kty":"EC"}"#.to_owned(),
+            jws: jws.to_owned(),
+        };
+        for c in [cp(5, "b"), cp(2, "a"), cp(5, "c")] {
+            store.insert_audit_checkpoint(&c).await.unwrap();
+        }
+        assert_eq!(
+            store.audit_checkpoints().await.unwrap(),
+            [cp(2, "a"), cp(5, "b"), cp(5, "c")]
+        );
+        let result = store.insert_audit_checkpoint(&cp(6, "x\0")).await;
+        assert!(matches!(result, Err(Error::Corrupt(_))), "{result:?}");
+        assert_eq!(store.audit_checkpoints().await.unwrap().len(), 3);
+    }
+
+    /// Events refuse `UPDATE` and `DELETE` (until someone drops the triggers); purging never
+    /// touches the audit log; everything survives reopening.
+    pub async fn audit_is_append_only_and_durable(db: &Db) {
+        {
+            let store = db.store().await;
+            store
+                .append_audit(&[audit_event(1, "epj", None, "a")], &test_link)
+                .await
+                .unwrap();
+            store
+                .insert_audit_checkpoint(&AuditCheckpoint {
+                    seq: 1,
+                    time: 1,
+                    kid: "k".to_owned(),
+                    public_jwk: "{}".to_owned(),
+                    jws: "j".to_owned(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(store.purge_expired(i64::MAX).await.unwrap(), 0);
+        }
+        assert!(
+            db.execute("UPDATE audit_events SET client_id = 'mallory'")
+                .await
+                .is_err()
+        );
+        assert!(db.execute("DELETE FROM audit_events").await.is_err());
+        let store = db.store().await;
+        let all = all_audit_events(store.as_ref()).await;
+        assert_eq!(all.len(), 1);
+        assert_one_chain(&all);
+        assert_eq!(all[0].event.client_id.as_deref(), Some("epj"));
+        assert_eq!(store.audit_checkpoints().await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .append_audit(&[audit_event(2, "epj", None, "b")], &test_link)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_one_chain(&all_audit_events(store.as_ref()).await);
+    }
+
     /// `ping` succeeds on a reachable database; `Debug` never shows a password.
     pub async fn ping_works(db: &Db) {
         let store = db.open().await;
@@ -1818,6 +2210,12 @@ conformance!(
     delegations_add_remove_list,
     purge_expired_removes_refresh_state,
     refresh_state_survives_reopen,
+    audit_append_and_read_back,
+    audit_concurrent_appenders_form_one_chain,
+    audit_query_filters_and_pages,
+    audit_refuses_what_it_cannot_keep,
+    audit_checkpoints_round_trip,
+    audit_is_append_only_and_durable,
 );
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 
 mod harness;
 
+mod audit;
 mod browser;
 mod client_credentials;
 mod config_errors;

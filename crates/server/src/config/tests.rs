@@ -139,6 +139,26 @@ fn environment_and_flags_override_the_file() {
 }
 
 #[test]
+fn audit_checkpoint_interval_from_file_and_environment() {
+    let d = Dir::new();
+    assert_eq!(d.load(&client("")).unwrap().audit.checkpoint_interval, 300);
+    let s = d
+        .load(&client("[audit]\ncheckpoint_interval = 60\n"))
+        .unwrap();
+    assert_eq!(s.audit.checkpoint_interval, 60);
+    let path = d.dir.path().join("segl.toml");
+    let env = vec![("SEGL_AUDIT_CHECKPOINT_INTERVAL".to_owned(), "5".to_owned())];
+    let s = load(Some(&path), &env, &Overrides::default(), vec![], vec![]).unwrap();
+    assert_eq!(s.audit.checkpoint_interval, 5);
+    for bad in ["0", "86401"] {
+        let e = error_of(&client(&format!("[audit]\ncheckpoint_interval = {bad}\n")));
+        assert!(e.contains("audit.checkpoint_interval"), "{e}");
+    }
+    let e = error_of(&client("[audit]\nretention = 5\n"));
+    assert!(e.contains("retention"), "{e}");
+}
+
+#[test]
 fn development_defaults_need_no_file() {
     let s = load(None, &[], &Overrides::default(), vec![], vec![]).unwrap();
     assert!(s.dev_mode);

@@ -1,0 +1,410 @@
+//! The audit log's writer: requests hand their event to one task per process that commits
+//! whatever is queued as one chain segment (group commit) and then acknowledges every event of
+//! it; and the periodic signed checkpoints of the chain.
+//!
+//! A request that issues something awaits its event's commit before it answers (an answered
+//! token always has its event on disk), and answers `503 temporarily_unavailable` when the
+//! event cannot be written ([`AuditLog::record`]). Concurrent requests share one transaction,
+//! so the log costs one durable commit per batch rather than per event. Refusals are recorded
+//! the same way but a failed write does not change their answer ([`AuditLog::record_refusal`]).
+//! The `tracing` events with target `segl::audit` stay as they were, beside this log.
+//!
+//! What events say and how they are hashed is `segl_core::audit`; how the chain is serialized
+//! between processes is the store's `append_audit`.
+
+use crate::App;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use segl_core::UnixTime;
+use segl_core::audit::{self, Event, Recorded};
+use segl_store::{AuditCheckpoint, AuditEvent, AuditRecord, Error, Store};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// The most events committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// The most events waiting for the writer (a request waits for room beyond that).
+const QUEUE: usize = 4096;
+
+/// Where a request came from, for its audit events: the TCP peer and the request id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The TCP peer's address (behind a reverse proxy: the proxy's).
+    pub source: Option<String>,
+    /// The `x-request-id` of the request (the caller's, or the one Segl made).
+    pub request_id: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Origin {
+            source: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
+    }
+}
+
+/// One event waiting for its commit.
+struct Pending {
+    event: AuditEvent,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The handle requests record events through (cheap to share; one writer task behind it).
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer task on the current runtime. It ends when every handle is dropped.
+    pub fn start(store: Arc<dyn Store>) -> AuditLog {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(write_batches(store, receiver));
+        AuditLog { queue }
+    }
+
+    /// Records `event` (stamped with `origin`) and waits until the transaction that holds it
+    /// has committed. [`Error::Unavailable`] when it could not be written: the caller answers
+    /// 503 and does not hand out what the event records.
+    pub async fn record(&self, event: Event, origin: &Origin) -> Result<(), Error> {
+        let event = event.with_origin(origin.source.as_deref(), origin.request_id.as_deref());
+        let (done, committed) = oneshot::channel();
+        let pending = Pending {
+            event: to_store(&event),
+            done,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Err(Error::Unavailable("the audit writer has stopped".into()));
+        }
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(Error::Unavailable(format!("audit log: {why}"))),
+            Err(_) => Err(Error::Unavailable("the audit writer has stopped".into())),
+        }
+    }
+
+    /// Records the event of a refused request, as [`AuditLog::record`] does; a failure to
+    /// write it is logged and does not change the refusal.
+    pub async fn record_refusal(&self, event: Event, origin: &Origin) {
+        let name = event.event.clone();
+        if let Err(e) = self.record(event, origin).await {
+            tracing::error!(error = %e, event = %name, "audit event not recorded");
+        }
+    }
+}
+
+/// The writer: takes whatever is queued (at least one event, at most [`MAX_BATCH`]), commits
+/// it as one segment, acknowledges each event with the outcome, and repeats until every
+/// sender is gone. Returns how many batches it committed.
+async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pending>) -> u64 {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batches = 0u64;
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit(store.as_ref(), std::mem::take(&mut batch)).await;
+        batches += 1;
+    }
+    batches
+}
+
+/// Commits one batch. An event the store would refuse is refused alone, so that it cannot
+/// fail the others' transaction.
+async fn commit(store: &dyn Store, batch: Vec<Pending>) {
+    let (keep, refuse): (Vec<Pending>, Vec<Pending>) = batch
+        .into_iter()
+        .partition(|p| segl_store::check_audit_event(&p.event).is_ok());
+    for p in refuse {
+        let _ = p.done.send(Err("the event cannot be stored".into()));
+    }
+    if keep.is_empty() {
+        return;
+    }
+    let events: Vec<AuditEvent> = keep.iter().map(|p| p.event.clone()).collect();
+    metrics::histogram!("segl_audit_batch_events").record(events.len() as f64);
+    let outcome = crate::metrics::store_op("append_audit", store.append_audit(&events, &link))
+        .await
+        .map(drop)
+        .map_err(|e| {
+            tracing::error!(error = %e, events = events.len(), "audit log write failed");
+            e.to_string()
+        });
+    for p in keep {
+        // A request that gave up waiting (its connection closed) no longer listens.
+        let _ = p.done.send(outcome.clone());
+    }
+}
+
+/// Appends `events` as one chain segment and waits for the commit: for tools and start-up,
+/// which write their few events directly (the CLI's key and delegation changes). Returns the
+/// last sequence number.
+pub async fn append(store: &dyn Store, events: &[Event]) -> Result<i64, Error> {
+    let events: Vec<AuditEvent> = events.iter().map(to_store).collect();
+    store.append_audit(&events, &link).await
+}
+
+/// The chain hash of segl-core, over the stored form of an event.
+fn link(prev: &[u8; 32], seq: i64, event: &AuditEvent) -> [u8; 32] {
+    audit::chain_hash(prev, &from_store(event.clone()), seq)
+}
+
+/// An event in the store's form.
+pub fn to_store(e: &Event) -> AuditEvent {
+    AuditEvent {
+        time: e.time,
+        event: e.event.clone(),
+        client_id: e.client_id.clone(),
+        client_name: e.client_name.clone(),
+        orgnr_parent: e.orgnr_parent.clone(),
+        orgnr_child: e.orgnr_child.clone(),
+        orgnr_supplier: e.orgnr_supplier.clone(),
+        pid: e.pid.clone(),
+        actor_chain: e.actor_chain.clone(),
+        audience: e.audience.clone(),
+        scopes: e.scopes.clone(),
+        jti: e.jti.clone(),
+        outcome: e.outcome.clone(),
+        error: e.error.clone(),
+        source: e.source.clone(),
+        request_id: e.request_id.clone(),
+        detail: e.detail.clone(),
+    }
+}
+
+/// An event as read from the store (every field kept exactly: what is verified is what is
+/// stored).
+pub fn from_store(e: AuditEvent) -> Event {
+    Event {
+        time: e.time,
+        event: e.event,
+        client_id: e.client_id,
+        client_name: e.client_name,
+        orgnr_parent: e.orgnr_parent,
+        orgnr_child: e.orgnr_child,
+        orgnr_supplier: e.orgnr_supplier,
+        pid: e.pid,
+        actor_chain: e.actor_chain,
+        audience: e.audience,
+        scopes: e.scopes,
+        jti: e.jti,
+        outcome: e.outcome,
+        error: e.error,
+        source: e.source,
+        request_id: e.request_id,
+        detail: e.detail,
+    }
+}
+
+/// A stored record in segl-core's form, for verification.
+pub fn recorded(r: AuditRecord) -> Recorded {
+    Recorded {
+        seq: r.seq,
+        event: from_store(r.event),
+        prev_hash: r.prev_hash,
+        hash: r.hash,
+    }
+}
+
+/// Writes a signed checkpoint of the chain head when the head has moved past `last` (the seq
+/// this process checkpointed before); returns the seq it checkpointed, or `None` when there
+/// was nothing new. The checkpoint is also logged (target `segl::audit`, event `checkpoint`,
+/// with the JWS), so that a log sink outside the database keeps a copy.
+pub async fn checkpoint(app: &App, last: i64) -> Result<Option<i64>, Error> {
+    let head = app.store.audit_head().await?;
+    if head.seq <= last {
+        return Ok(None);
+    }
+    let hash: [u8; 32] = head.hash.as_slice().try_into().map_err(|_| {
+        Error::Corrupt(format!(
+            "the audit chain head's hash is {} bytes",
+            head.hash.len()
+        ))
+    })?;
+    let now: UnixTime = app.clock.now();
+    let ring = app.keys.current();
+    let signed = audit::Checkpoint::new(&app.settings.issuer, head.seq, &hash, now);
+    let jws = signed
+        .sign(&ring.signing)
+        .map_err(|e| Error::Corrupt(format!("signing a checkpoint: {e}")))?;
+    let public_jwk = serde_json::to_string(ring.signing.public_jwk())
+        .map_err(|e| Error::Corrupt(format!("the signing key's JWK: {e}")))?;
+    app.store
+        .insert_audit_checkpoint(&AuditCheckpoint {
+            seq: head.seq,
+            time: now.secs(),
+            kid: ring.signing.kid().to_owned(),
+            public_jwk,
+            jws: jws.clone(),
+        })
+        .await?;
+    tracing::info!(
+        target: "segl::audit",
+        event = "checkpoint",
+        seq = head.seq,
+        hash = %signed.hash,
+        kid = ring.signing.kid(),
+        jws = %jws,
+        "audit checkpoint"
+    );
+    Ok(Some(head.seq))
+}
+
+/// Writes a checkpoint every `audit.checkpoint_interval` seconds (the first at start).
+pub fn spawn_checkpoints(app: &App) -> tokio::task::JoinHandle<()> {
+    let app = app.clone();
+    tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(app.settings.audit.checkpoint_interval);
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = 0;
+        loop {
+            tick.tick().await;
+            match checkpoint(&app, last).await {
+                Ok(Some(seq)) => last = seq,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; retrying later"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: i64) -> Event {
+        Event::new(
+            audit::EventKind::TokenIssued,
+            audit::Outcome::Success,
+            UnixTime(n),
+        )
+        .with_client(&format!("c{n}"), None)
+    }
+
+    async fn store() -> Arc<dyn Store> {
+        let store = segl_store::open("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    async fn chain(store: &dyn Store) -> Result<audit::Summary, audit::Problem> {
+        let rows: Vec<Recorded> = store
+            .audit_events(1, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(recorded)
+            .collect();
+        let head = store.audit_head().await.unwrap();
+        audit::verify_chain(&rows, &[], Some((head.seq, &head.hash)))
+    }
+
+    /// Concurrent requests share commits, each is acknowledged after its commit, and the
+    /// result is one chain that segl-core verifies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_records_share_commits_and_form_one_chain() {
+        let store = store().await;
+        let log = AuditLog::start(store.clone());
+        let origin = Origin {
+            source: Some("127.0.0.1".into()),
+            request_id: Some("r".into()),
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..200 {
+            let (log, origin) = (log.clone(), origin.clone());
+            tasks.spawn(async move { log.record(event(n), &origin).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let summary = chain(store.as_ref()).await.unwrap();
+        assert_eq!(summary.events, 200);
+        let first = store.audit_events(1, 1).await.unwrap();
+        assert_eq!(first[0].event.source.as_deref(), Some("127.0.0.1"));
+        assert_eq!(first[0].event.request_id.as_deref(), Some("r"));
+        // Direct appends (the CLI's) continue the same chain.
+        assert_eq!(
+            append(store.as_ref(), &[event(1), event(2)]).await.unwrap(),
+            202
+        );
+        assert_eq!(chain(store.as_ref()).await.unwrap().events, 202);
+    }
+
+    /// When the store cannot write, the request hears so (and answers 503).
+    #[tokio::test]
+    async fn a_failed_write_is_reported_to_every_waiting_request() {
+        let store = segl_store::open("sqlite::memory:").await.unwrap();
+        // Not migrated: there is no audit table.
+        let log = AuditLog::start(store);
+        let result = log.record(event(1), &Origin::default()).await;
+        assert!(matches!(result, Err(Error::Unavailable(_))), "{result:?}");
+        // A refusal's failed write is only logged.
+        log.record_refusal(event(2), &Origin::default()).await;
+    }
+
+    fn pending(e: &Event) -> (Pending, oneshot::Receiver<Result<(), String>>) {
+        let (done, committed) = oneshot::channel();
+        let p = Pending {
+            event: to_store(e),
+            done,
+        };
+        (p, committed)
+    }
+
+    /// Whatever is queued when the writer looks is one transaction.
+    #[tokio::test]
+    async fn queued_events_are_committed_together() {
+        let store = store().await;
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let mut acks = Vec::new();
+        for n in 0..10 {
+            let (p, ack) = pending(&event(n));
+            queue.send(p).await.unwrap();
+            acks.push(ack);
+        }
+        drop(queue);
+        assert_eq!(write_batches(store.clone(), receiver).await, 1);
+        for ack in acks {
+            ack.await.unwrap().unwrap();
+        }
+        assert_eq!(chain(store.as_ref()).await.unwrap().events, 10);
+    }
+
+    /// An event the store would refuse fails alone, not the batch it shares.
+    #[tokio::test]
+    async fn an_unstorable_event_fails_alone() {
+        let store = store().await;
+        let mut bad = event(1);
+        bad.scopes = vec![String::new()];
+        let (p1, bad_ack) = pending(&bad);
+        let (p2, good_ack) = pending(&event(2));
+        commit(store.as_ref(), vec![p1, p2]).await;
+        assert!(bad_ack.await.unwrap().is_err());
+        good_ack.await.unwrap().unwrap();
+        assert_eq!(chain(store.as_ref()).await.unwrap().events, 1);
+    }
+
+    /// Stored events convert back to exactly what was recorded.
+    #[test]
+    fn store_form_round_trips() {
+        let mut e = event(7).with_detail("refresh_family=F");
+        e.actor_chain = vec!["sfm".into()];
+        e.scopes = vec!["a".into(), "b".into()];
+        assert_eq!(from_store(to_store(&e)), e);
+    }
+}
