@@ -54,11 +54,13 @@ pub enum EventKind {
     DelegationAdded,
     /// A delegation was removed by an operator.
     DelegationRemoved,
+    /// An authorization code was issued to a client (after a login, or from a session).
+    CodeIssued,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::TokenIssued,
         EventKind::TokenRefreshed,
         EventKind::TokenExchange,
@@ -70,6 +72,7 @@ impl EventKind {
         EventKind::KeyRotated,
         EventKind::DelegationAdded,
         EventKind::DelegationRemoved,
+        EventKind::CodeIssued,
     ];
 
     /// The recorded name, e.g. `token_issued`.
@@ -86,6 +89,7 @@ impl EventKind {
             EventKind::KeyRotated => "key_rotated",
             EventKind::DelegationAdded => "delegation_added",
             EventKind::DelegationRemoved => "delegation_removed",
+            EventKind::CodeIssued => "code_issued",
         }
     }
 }

@@ -1,23 +1,26 @@
-//! The audit log's writer: requests hand their event to one task per process that commits
-//! whatever is queued as one chain segment (group commit) and then acknowledges every event of
-//! it; and the periodic signed checkpoints of the chain.
+//! The durable writer: requests hand their audit events — and the replay records (`jti`) of
+//! client assertions and DPoP proofs — to one task per process that commits whatever is queued
+//! in one transaction (group commit) and then answers every request of it; and the periodic
+//! signed checkpoints of the audit chain.
 //!
 //! A request that issues something awaits its event's commit before it answers (an answered
 //! token always has its event on disk), and answers `503 temporarily_unavailable` when the
-//! event cannot be written ([`AuditLog::record`]). Concurrent requests share one transaction,
-//! so the log costs one durable commit per batch rather than per event. Refusals are recorded
-//! the same way but a failed write does not change their answer ([`AuditLog::record_refusal`]).
-//! The `tracing` events with target `segl::audit` stay as they were, beside this log.
+//! event cannot be written ([`AuditLog::record`]). A request's `jti`s are recorded the same way
+//! before anything is issued ([`AuditLog::insert_jtis`]): nothing is acknowledged before its
+//! replay record is durable. Concurrent requests share one transaction, so durability costs
+//! one commit per batch rather than per request. Refusals are recorded the same way but a
+//! failed write does not change their answer ([`AuditLog::record_refusal`]). The `tracing`
+//! events with target `segl::audit` stay as they were, beside this log.
 //!
 //! What events say and how they are hashed is `segl_core::audit`; how the chain is serialized
-//! between processes is the store's `append_audit`.
+//! between processes is the store's `commit_group` / `append_audit`.
 
 use crate::App;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use segl_core::UnixTime;
 use segl_core::audit::{self, Event, Recorded};
-use segl_store::{AuditCheckpoint, AuditEvent, AuditRecord, Error, Store};
+use segl_store::{AuditCheckpoint, AuditEvent, AuditRecord, Error, JtiKind, Store};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -54,10 +57,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
     }
 }
 
-/// One event waiting for its commit.
-struct Pending {
-    event: AuditEvent,
-    done: oneshot::Sender<Result<(), String>>,
+/// What waits for the next group commit.
+enum Pending {
+    /// An audit event.
+    Event {
+        event: AuditEvent,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// A request's replay records: the answer is whether each was new.
+    Jtis {
+        items: Vec<(JtiKind, [u8; 32], i64)>,
+        done: oneshot::Sender<Result<Vec<bool>, String>>,
+    },
 }
 
 /// The handle requests record events through (cheap to share; one writer task behind it).
@@ -86,7 +97,7 @@ impl AuditLog {
     pub async fn record(&self, event: Event, origin: &Origin) -> Result<(), Error> {
         let event = event.with_origin(origin.source.as_deref(), origin.request_id.as_deref());
         let (done, committed) = oneshot::channel();
-        let pending = Pending {
+        let pending = Pending::Event {
             event: to_store(&event),
             done,
         };
@@ -97,6 +108,27 @@ impl AuditLog {
             Ok(Ok(())) => Ok(()),
             Ok(Err(why)) => Err(Error::Unavailable(format!("audit log: {why}"))),
             Err(_) => Err(Error::Unavailable("the audit writer has stopped".into())),
+        }
+    }
+
+    /// Records replay keys durably (in the next group commit) and says, for each, whether it
+    /// was new. [`Error::Unavailable`] when they could not be written: nothing may be issued.
+    pub async fn insert_jtis(
+        &self,
+        items: &[(JtiKind, [u8; 32], i64)],
+    ) -> Result<Vec<bool>, Error> {
+        let (done, committed) = oneshot::channel();
+        let pending = Pending::Jtis {
+            items: items.to_vec(),
+            done,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Err(Error::Unavailable("the durable writer has stopped".into()));
+        }
+        match committed.await {
+            Ok(Ok(fresh)) => Ok(fresh),
+            Ok(Err(why)) => Err(Error::Unavailable(why)),
+            Err(_) => Err(Error::Unavailable("the durable writer has stopped".into())),
         }
     }
 
@@ -123,30 +155,55 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pendi
     batches
 }
 
-/// Commits one batch. An event the store would refuse is refused alone, so that it cannot
-/// fail the others' transaction.
+/// Commits one batch: every queued request's replay records and every event, in one
+/// transaction. An event the store would refuse is refused alone, so that it cannot fail the
+/// others' transaction.
 async fn commit(store: &dyn Store, batch: Vec<Pending>) {
-    let (keep, refuse): (Vec<Pending>, Vec<Pending>) = batch
-        .into_iter()
-        .partition(|p| segl_store::check_audit_event(&p.event).is_ok());
-    for p in refuse {
-        let _ = p.done.send(Err("the event cannot be stored".into()));
+    let mut events = Vec::new();
+    let mut event_waiters = Vec::new();
+    let mut jtis: Vec<(JtiKind, [u8; 32], i64)> = Vec::new();
+    let mut jti_waiters = Vec::new();
+    for p in batch {
+        match p {
+            Pending::Event { event, done } => {
+                if segl_store::check_audit_event(&event).is_ok() {
+                    events.push(event);
+                    event_waiters.push(done);
+                } else {
+                    let _ = done.send(Err("the event cannot be stored".into()));
+                }
+            }
+            Pending::Jtis { items, done } => {
+                jti_waiters.push((items.len(), done));
+                jtis.extend(items);
+            }
+        }
     }
-    if keep.is_empty() {
-        return;
+    if !events.is_empty() {
+        metrics::histogram!("segl_audit_batch_events").record(events.len() as f64);
     }
-    let events: Vec<AuditEvent> = keep.iter().map(|p| p.event.clone()).collect();
-    metrics::histogram!("segl_audit_batch_events").record(events.len() as f64);
-    let outcome = crate::metrics::store_op("append_audit", store.append_audit(&events, &link))
+    if !jti_waiters.is_empty() {
+        metrics::histogram!("segl_group_commit_requests").record(jti_waiters.len() as f64);
+    }
+    let refs: Vec<(JtiKind, &[u8], i64)> =
+        jtis.iter().map(|(k, key, e)| (*k, &key[..], *e)).collect();
+    let outcome = crate::metrics::store_op("commit_group", store.commit_group(&refs, &events, &link))
         .await
-        .map(drop)
         .map_err(|e| {
-            tracing::error!(error = %e, events = events.len(), "audit log write failed");
+            tracing::error!(error = %e, events = events.len(), jtis = refs.len(), "durable write failed");
             e.to_string()
         });
-    for p in keep {
-        // A request that gave up waiting (its connection closed) no longer listens.
-        let _ = p.done.send(outcome.clone());
+    // A request that gave up waiting (its connection closed) no longer listens.
+    for done in event_waiters {
+        let _ = done.send(outcome.clone().map(drop));
+    }
+    let mut verdicts = outcome.map(Vec::into_iter);
+    for (n, done) in jti_waiters {
+        let answer = match &mut verdicts {
+            Ok(v) => Ok(v.by_ref().take(n).collect::<Vec<bool>>()),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = done.send(answer);
     }
 }
 

@@ -21,10 +21,11 @@ use segl_store::RecordKind;
 /// The handler.
 pub(crate) async fn authorize(
     State(app): State<App>,
+    origin: crate::audit::Origin,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    match handle(&app, &headers, query.as_deref().unwrap_or("")).await {
+    match handle(&app, &origin, &headers, query.as_deref().unwrap_or("")).await {
         Ok(r) => r,
         Err(Failure::Page(status, text)) => pages::error(status, "nb", &text),
         Err(Failure::Api(e)) => e.into_response(),
@@ -47,7 +48,12 @@ fn page(text: impl Into<String>) -> Failure {
     Failure::Page(StatusCode::BAD_REQUEST, text.into())
 }
 
-async fn handle(app: &App, headers: &HeaderMap, query: &str) -> Result<Response, Failure> {
+async fn handle(
+    app: &App,
+    origin: &crate::audit::Origin,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<Response, Failure> {
     let now = app.clock.now();
     let mut params = Form::parse(query.as_bytes()).map_err(|e| page(e.description))?;
     let client_id = params
@@ -100,7 +106,7 @@ async fn handle(app: &App, headers: &HeaderMap, query: &str) -> Result<Response,
     let request = pushed.request;
     let login = session::current_login(app, headers, now).await?;
     match authorize::decide(&request, login.as_ref(), now) {
-        Decision::UseSession(login) => Ok(issue_code(app, &request, *login, now).await?),
+        Decision::UseSession(login) => Ok(issue_code(app, origin, &request, *login, now).await?),
         Decision::Fail(e) => Ok(redirect_error(app, &request, &e)),
         Decision::Login => start_login(app, request, now).await,
     }
@@ -144,10 +150,12 @@ async fn start_login(
 /// Issues a code for `login` and redirects to the client (`code`, `state`, `iss`).
 pub(crate) async fn issue_code(
     app: &App,
+    origin: &crate::audit::Origin,
     request: &AuthorizationRequest,
     login: Login,
     now: UnixTime,
 ) -> Result<Response, ApiError> {
+    use segl_core::audit::{Event, EventKind, Outcome};
     let code = random_token()?;
     let grant = CodeGrant {
         request: request.clone(),
@@ -159,6 +167,12 @@ pub(crate) async fn issue_code(
         .insert_code(&key_of(&code), &data, now.secs() + lifetime)
         .await?;
     tracing::info!(client_id = %request.client_id, sid = %grant.login.sid, "authorization code issued");
+    let client_name = app.settings.registry.client(&request.client_id);
+    let event = Event::new(EventKind::CodeIssued, Outcome::Success, now)
+        .with_client(&request.client_id, client_name.map(|c| c.name.as_str()))
+        .with_pid(Some(&grant.login.person.pid))
+        .with_detail(&format!("idp={} sid={}", grant.login.idp, grant.login.sid));
+    app.audit.record(event, origin).await?;
     Ok(redirect(app, request, &[("code", &code)]))
 }
 

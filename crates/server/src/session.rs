@@ -210,7 +210,7 @@ pub async fn complete_login(
             login.idp, login.security_level, login.assurance_level
         ));
     app.audit.record(event, origin).await?;
-    let mut r = crate::authorize::issue_code(app, request, login, now).await?;
+    let mut r = crate::authorize::issue_code(app, origin, request, login, now).await?;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(app, TX_COOKIE, "", 0));

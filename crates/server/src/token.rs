@@ -625,20 +625,20 @@ pub(crate) async fn record_jtis(
     let Some(proof) = proof else {
         return Ok((record_assertion(app, assertion, origin).await?, None));
     };
-    let (akey, pkey) = (assertion.replay_key(), proof.replay_key());
     let items = [
         (
             JtiKind::ClientAssertion,
-            &akey[..],
+            assertion.replay_key(),
             assertion.remember_until().secs(),
         ),
         (
             JtiKind::DpopProof,
-            &pkey[..],
+            proof.replay_key(),
             proof.remember_until(dpop::PROOF_MAX_AGE) + 1,
         ),
     ];
-    let fresh = crate::metrics::store_op("insert_jtis", app.store.insert_jtis(&items)).await?;
+    // Durable before anything is issued, in the group commit shared with concurrent requests.
+    let fresh = app.audit.insert_jtis(&items).await?;
     let (a, p) = (
         fresh.first().copied().unwrap_or(false),
         fresh.get(1).copied().unwrap_or(false),
@@ -672,16 +672,19 @@ pub(crate) async fn record_assertion(
     verified: VerifiedAssertion,
     origin: &Origin,
 ) -> Result<AuthenticatedClient, ApiError> {
-    let fresh = crate::metrics::store_op(
-        "insert_jti",
-        app.store.insert_jti(
-            JtiKind::ClientAssertion,
-            &verified.replay_key(),
-            verified.remember_until().secs(),
-        ),
+    let item = (
+        JtiKind::ClientAssertion,
+        verified.replay_key(),
+        verified.remember_until().secs(),
+    );
+    let fresh = app.audit.insert_jtis(&[item]).await?;
+    accept(
+        app,
+        verified,
+        fresh.first().copied().unwrap_or(false),
+        origin,
     )
-    .await?;
-    accept(app, verified, fresh, origin).await
+    .await
 }
 
 /// 128 random bits as 32 upper-case hex digits (HelseID's `jti` shape).

@@ -418,6 +418,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn append_audit(&self, events: &[AuditEvent], link: &AuditLink<'_>)
     -> Result<i64, Error>;
 
+    /// The group commit of a server's durable writer: [`Store::insert_jtis`] for `jtis` and
+    /// [`Store::append_audit`] for `events`, in **one** transaction, so that concurrent
+    /// requests' replay records and audit events share one durable commit. Returns the `jti`
+    /// verdicts in order (a key repeated within `jtis` is fresh only the first time). Nothing
+    /// is written when it fails.
+    async fn commit_group(
+        &self,
+        jtis: &[(JtiKind, &[u8], i64)],
+        events: &[AuditEvent],
+        link: &AuditLink<'_>,
+    ) -> Result<Vec<bool>, Error>;
+
     /// The chain head: the last sequence number and hash (0 and 32 zero bytes when empty).
     async fn audit_head(&self) -> Result<AuditHead, Error>;
 

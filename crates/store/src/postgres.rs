@@ -351,6 +351,68 @@ const INSERT_AUDIT_EVENTS: &str = "INSERT INTO audit_events (seq, time, event, c
 /// server's default, so that an appender that waited for the head's row lock reads the head
 /// its predecessor committed instead of failing to serialize) that locks the head, inserts the
 /// segment and moves the head.
+/// One attempt of a group commit: the replay records (one statement for all of them), then the
+/// audit segment when there are events, in one READ COMMITTED transaction. Returns the `jti`
+/// verdicts and the last seq (the old head's when there are no events).
+async fn commit_group_once(
+    pool: &PgPool,
+    jtis: &[(JtiKind, &[u8], i64)],
+    events: &[AuditEvent],
+    link: &AuditLink<'_>,
+) -> Result<Result<(Vec<bool>, i64), Error>, sqlx::Error> {
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
+    let fresh = insert_jtis_in(&mut tx, jtis).await?;
+    if events.is_empty() {
+        tx.commit().await?;
+        return Ok(Ok((fresh, 0)));
+    }
+    let seq = match append_segment(&mut tx, events, link).await? {
+        Ok(seq) => seq,
+        Err(e) => return Ok(Err(e)),
+    };
+    tx.commit().await?;
+    Ok(Ok((fresh, seq)))
+}
+
+/// Inserts replay records with one `INSERT … SELECT FROM UNNEST … ON CONFLICT DO NOTHING
+/// RETURNING`: a key is fresh when its row came back. A key repeated in `items` is fresh only
+/// at its first place.
+async fn insert_jtis_in(
+    conn: &mut sqlx::PgConnection,
+    items: &[(JtiKind, &[u8], i64)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut first = std::collections::HashSet::with_capacity(items.len());
+    let unique: Vec<&(JtiKind, &[u8], i64)> = items
+        .iter()
+        .filter(|(k, key, _)| first.insert((k.code(), *key)))
+        .collect();
+    let inserted: Vec<(i16, Vec<u8>)> = sqlx::query_as(
+        "INSERT INTO jti (kind, key, expires_at) \
+         SELECT * FROM UNNEST($1::smallint[], $2::bytea[], $3::bigint[]) \
+         ON CONFLICT (kind, key) DO NOTHING RETURNING kind, key",
+    )
+    .bind(unique.iter().map(|(k, _, _)| k.code()).collect::<Vec<_>>())
+    .bind(
+        unique
+            .iter()
+            .map(|(_, key, _)| key.to_vec())
+            .collect::<Vec<_>>(),
+    )
+    .bind(unique.iter().map(|(_, _, e)| *e).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut new: std::collections::HashSet<(i16, Vec<u8>)> = inserted.into_iter().collect();
+    Ok(items
+        .iter()
+        .map(|(k, key, _)| new.remove(&(k.code(), key.to_vec())))
+        .collect())
+}
+
 async fn append_audit_once(
     pool: &PgPool,
     events: &[AuditEvent],
@@ -359,10 +421,25 @@ async fn append_audit_once(
     let mut tx = pool
         .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
         .await?;
+    let seq = match append_segment(&mut tx, events, link).await? {
+        Ok(seq) => seq,
+        Err(e) => return Ok(Err(e)),
+    };
+    tx.commit().await?;
+    Ok(Ok(seq))
+}
+
+/// Appends `events` as one chain segment in the caller's transaction, holding the head row
+/// (`FOR UPDATE`) until it commits; returns the last seq.
+async fn append_segment(
+    conn: &mut sqlx::PgConnection,
+    events: &[AuditEvent],
+    link: &AuditLink<'_>,
+) -> Result<Result<i64, Error>, sqlx::Error> {
     let Some((mut seq, hash)) = sqlx::query_as::<_, (i64, Vec<u8>)>(
         "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?
     else {
         return Ok(Err(Error::Corrupt(
@@ -412,14 +489,13 @@ async fn append_audit_once(
         .bind(text(|e| e.detail.clone()))
         .bind(&prevs)
         .bind(&hashes)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev[..])
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
     Ok(Ok(seq))
 }
 
@@ -462,19 +538,7 @@ impl Store for PgStore {
         }
         self.run("insert_jtis", || async move {
             let mut tx = self.pool.begin().await?;
-            let mut out = Vec::with_capacity(items.len());
-            for (kind, key, expires_at) in items {
-                let done = sqlx::query(
-                    "INSERT INTO jti (kind, key, expires_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (kind, key) DO NOTHING",
-                )
-                .bind(kind.code())
-                .bind(*key)
-                .bind(*expires_at)
-                .execute(&mut *tx)
-                .await?;
-                out.push(done.rows_affected() == 1);
-            }
+            let out = insert_jtis_in(&mut tx, items).await?;
             tx.commit().await?;
             Ok(out)
         })
@@ -906,6 +970,26 @@ impl Store for PgStore {
             append_audit_once(&self.pool, events, link)
         })
         .await?
+    }
+
+    async fn commit_group(
+        &self,
+        jtis: &[(JtiKind, &[u8], i64)],
+        events: &[AuditEvent],
+        link: &AuditLink<'_>,
+    ) -> Result<Vec<bool>, Error> {
+        for (_, key, _) in jtis {
+            check_key("jti key", key)?;
+        }
+        for event in events {
+            audit::check_audit_event(event)?;
+        }
+        let (fresh, _) = self
+            .run("commit_group", || {
+                commit_group_once(&self.pool, jtis, events, link)
+            })
+            .await??;
+        Ok(fresh)
     }
 
     async fn audit_head(&self) -> Result<AuditHead, Error> {

@@ -335,20 +335,7 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let mut out = Vec::with_capacity(items.len());
-        for (kind, key, expires_at) in items {
-            let done = sqlx::query(
-                "INSERT INTO jti (kind, key, expires_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (kind, key) DO NOTHING",
-            )
-            .bind(kind.code())
-            .bind(*key)
-            .bind(*expires_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            out.push(done.rows_affected() == 1);
-        }
+        let out = insert_jtis_in(&mut tx, items).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(out)
     }
@@ -828,52 +815,34 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let (mut seq, hash): (i64, Vec<u8>) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .ok_or_else(|| Error::Corrupt("the audit chain head is missing".to_owned()))?;
-        let mut prev = audit::head_hash(&hash)?;
-        for event in events {
-            seq = seq
-                .checked_add(1)
-                .ok_or_else(|| Error::Corrupt("the audit sequence overflowed".to_owned()))?;
-            let hash = link(&prev, seq, event);
-            sqlx::query(INSERT_AUDIT_EVENT)
-                .bind(seq)
-                .bind(event.time)
-                .bind(&event.event)
-                .bind(&event.client_id)
-                .bind(&event.client_name)
-                .bind(&event.orgnr_parent)
-                .bind(&event.orgnr_child)
-                .bind(&event.orgnr_supplier)
-                .bind(&event.pid)
-                .bind(audit::join(&event.actor_chain))
-                .bind(&event.audience)
-                .bind(audit::join(&event.scopes))
-                .bind(&event.jti)
-                .bind(&event.outcome)
-                .bind(&event.error)
-                .bind(&event.source)
-                .bind(&event.request_id)
-                .bind(&event.detail)
-                .bind(&prev[..])
-                .bind(&hash[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            prev = hash;
-        }
-        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
-            .bind(seq)
-            .bind(&prev[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        let seq = append_segment(&mut tx, events, link).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(seq)
+    }
+
+    async fn commit_group(
+        &self,
+        jtis: &[(JtiKind, &[u8], i64)],
+        events: &[AuditEvent],
+        link: &AuditLink<'_>,
+    ) -> Result<Vec<bool>, Error> {
+        for (_, key, _) in jtis {
+            check_key("jti key", key)?;
+        }
+        for event in events {
+            audit::check_audit_event(event)?;
+        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(map_err)?;
+        let fresh = insert_jtis_in(&mut tx, jtis).await?;
+        if !events.is_empty() {
+            append_segment(&mut tx, events, link).await?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(fresh)
     }
 
     async fn audit_head(&self) -> Result<AuditHead, Error> {
@@ -961,4 +930,80 @@ impl Store for SqliteStore {
             })
             .collect())
     }
+}
+
+/// Inserts replay records in the caller's transaction; `true` for each key that was new.
+async fn insert_jtis_in(
+    conn: &mut sqlx::SqliteConnection,
+    items: &[(JtiKind, &[u8], i64)],
+) -> Result<Vec<bool>, Error> {
+    let mut out = Vec::with_capacity(items.len());
+    for (kind, key, expires_at) in items {
+        let done = sqlx::query(
+            "INSERT INTO jti (kind, key, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (kind, key) DO NOTHING",
+        )
+        .bind(kind.code())
+        .bind(*key)
+        .bind(*expires_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        out.push(done.rows_affected() == 1);
+    }
+    Ok(out)
+}
+
+/// Appends `events` as one chain segment in the caller's write transaction (which holds the
+/// write lock, so no other appender can move the head meanwhile); returns the last seq.
+async fn append_segment(
+    conn: &mut sqlx::SqliteConnection,
+    events: &[AuditEvent],
+    link: &AuditLink<'_>,
+) -> Result<i64, Error> {
+    let (mut seq, hash): (i64, Vec<u8>) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| Error::Corrupt("the audit chain head is missing".to_owned()))?;
+    let mut prev = audit::head_hash(&hash)?;
+    for event in events {
+        seq = seq
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupt("the audit sequence overflowed".to_owned()))?;
+        let hash = link(&prev, seq, event);
+        sqlx::query(INSERT_AUDIT_EVENT)
+            .bind(seq)
+            .bind(event.time)
+            .bind(&event.event)
+            .bind(&event.client_id)
+            .bind(&event.client_name)
+            .bind(&event.orgnr_parent)
+            .bind(&event.orgnr_child)
+            .bind(&event.orgnr_supplier)
+            .bind(&event.pid)
+            .bind(audit::join(&event.actor_chain))
+            .bind(&event.audience)
+            .bind(audit::join(&event.scopes))
+            .bind(&event.jti)
+            .bind(&event.outcome)
+            .bind(&event.error)
+            .bind(&event.source)
+            .bind(&event.request_id)
+            .bind(&event.detail)
+            .bind(&prev[..])
+            .bind(&hash[..])
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        prev = hash;
+    }
+    sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+        .bind(seq)
+        .bind(&prev[..])
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    Ok(seq)
 }
