@@ -61,7 +61,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Origin {
 enum Pending {
     /// An audit event.
     Event {
-        event: AuditEvent,
+        event: Box<AuditEvent>,
         done: oneshot::Sender<Result<(), String>>,
     },
     /// A request's replay records: the answer is whether each was new.
@@ -98,7 +98,7 @@ impl AuditLog {
         let event = event.with_origin(origin.source.as_deref(), origin.request_id.as_deref());
         let (done, committed) = oneshot::channel();
         let pending = Pending::Event {
-            event: to_store(&event),
+            event: Box::new(to_store(&event)),
             done,
         };
         if self.queue.send(pending).await.is_err() {
@@ -167,7 +167,7 @@ async fn commit(store: &dyn Store, batch: Vec<Pending>) {
         match p {
             Pending::Event { event, done } => {
                 if segl_store::check_audit_event(&event).is_ok() {
-                    events.push(event);
+                    events.push(*event);
                     event_waiters.push(done);
                 } else {
                     let _ = done.send(Err("the event cannot be stored".into()));
@@ -416,11 +416,50 @@ mod tests {
 
     fn pending(e: &Event) -> (Pending, oneshot::Receiver<Result<(), String>>) {
         let (done, committed) = oneshot::channel();
-        let p = Pending {
-            event: to_store(e),
+        let p = Pending::Event {
+            event: Box::new(to_store(e)),
             done,
         };
         (p, committed)
+    }
+
+    /// Replay records share the batch with events: each request gets its own verdicts, a key
+    /// repeated in the batch (or seen before) is not fresh, and the events are on the chain.
+    #[tokio::test]
+    async fn jtis_and_events_share_one_commit() {
+        let store = store().await;
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let key = |n: u8| (JtiKind::ClientAssertion, [n; 32], i64::MAX);
+        let mut waits = Vec::new();
+        for items in [vec![key(1), key(2)], vec![key(3)], vec![key(2), key(4)]] {
+            let (done, verdict) = oneshot::channel();
+            queue.send(Pending::Jtis { items, done }).await.unwrap();
+            waits.push(verdict);
+        }
+        let (p, ack) = pending(&event(1));
+        queue.send(p).await.unwrap();
+        drop(queue);
+        assert_eq!(write_batches(store.clone(), receiver).await, 1);
+        let verdicts: Vec<Vec<bool>> = futures_verdicts(waits).await;
+        assert_eq!(verdicts, [vec![true, true], vec![true], vec![false, true]]);
+        ack.await.unwrap().unwrap();
+        assert_eq!(chain(store.as_ref()).await.unwrap().events, 1);
+        // Seen in an earlier commit: a replay.
+        let log = AuditLog::start(store.clone());
+        assert_eq!(
+            log.insert_jtis(&[key(3), key(5)]).await.unwrap(),
+            [false, true]
+        );
+    }
+
+    async fn futures_verdicts(
+        waits: Vec<oneshot::Receiver<Result<Vec<bool>, String>>>,
+    ) -> Vec<Vec<bool>> {
+        let mut out = Vec::new();
+        for w in waits {
+            out.push(w.await.unwrap().unwrap());
+        }
+        out
     }
 
     /// Whatever is queued when the writer looks is one transaction.

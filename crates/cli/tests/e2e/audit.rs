@@ -240,6 +240,7 @@ both!(
                 "client_authentication_failed",
                 "client_authentication_failed",
                 "login",
+                "code_issued",
                 "token_issued",
                 "token_refreshed",
                 "token_exchange",
@@ -249,7 +250,7 @@ both!(
                 "key_rotated",
             ]
         );
-        assert_eq!(seqs(&events), (1..=12).collect::<Vec<_>>());
+        assert_eq!(seqs(&events), (1..=13).collect::<Vec<_>>());
 
         // client_credentials: the client, its organization, the API, the token id, the request.
         let cc = nth(&events, "token_issued", 0);
@@ -349,20 +350,20 @@ both!(
         s.secrets
             .assert_absent(&events.iter().map(Value::to_string).collect::<String>());
         assert!(table.lines().next().unwrap().contains("event"), "{table}");
-        assert_eq!(table.lines().count(), 13, "{table}");
+        assert_eq!(table.lines().count(), 14, "{table}");
 
         // Filters: person, client, organization (parent or supplier), time.
         let by_pid = query(&fx, &["--pid", PID]);
-        assert_eq!(seqs(&by_pid), [5, 6, 7, 8, 9]);
-        assert_eq!(seqs(&query(&fx, &["--client", "sfm"])), [8]);
-        assert_eq!(seqs(&query(&fx, &["--org", "313745392"])), [11]);
+        assert_eq!(seqs(&by_pid), [5, 6, 7, 8, 9, 10]);
+        assert_eq!(seqs(&query(&fx, &["--client", "sfm"])), [9]);
+        assert_eq!(seqs(&query(&fx, &["--org", "313745392"])), [12]);
         // (A refused assertion names the client it claimed, but no organization.)
         assert_eq!(
             seqs(&query(&fx, &["--org", "999977774", "--client", "epj"])),
             [2]
         );
         let (from, to) = (format!("{}", started - 3600), rfc3339(now() + 3600));
-        assert_eq!(query(&fx, &["--from", &from, "--to", &to]).len(), 12);
+        assert_eq!(query(&fx, &["--from", &from, "--to", &to]).len(), 13);
         assert!(query(&fx, &["--to", &rfc3339(started - 60)]).is_empty());
         assert_eq!(seqs(&query(&fx, &["--pid", PID, "--limit", "2"])), [5, 6]);
         let (ok, _, err) = segl(&fx, &["audit", "query", "--from", "yesterday"]);
@@ -372,13 +373,13 @@ both!(
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let out = verify(&fx).unwrap();
         assert!(
-            out.starts_with("ok: 12 events, last seq 12, head "),
+            out.starts_with("ok: 13 events, last seq 13, head "),
             "{out}"
         );
-        let head = &events[11]["hash"];
+        let head = &events[12]["hash"];
         assert!(out.contains(head.as_str().unwrap()), "{out}");
         assert!(
-            out.contains("agree with the chain (latest at seq 12)"),
+            out.contains("agree with the chain (latest at seq 13)"),
             "{out}"
         );
     }

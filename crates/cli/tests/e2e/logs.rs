@@ -92,7 +92,7 @@ async fn prometheus_metrics() {
         r#"segl_http_requests_total{path="/connect/token",status="400"} 1"#,
         r#"segl_tokens_issued_total{grant="client_credentials"} 1"#,
         "segl_http_request_duration_seconds_bucket",
-        r#"segl_store_operation_seconds_count{op="insert_jti"}"#,
+        r#"segl_store_operation_seconds_count{op="commit_group"}"#,
     ] {
         assert!(text.contains(expected), "{expected} not in:\n{text}");
     }

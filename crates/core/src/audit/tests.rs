@@ -87,7 +87,8 @@ fn names_are_the_documented_ones() {
             "client_authentication_failed",
             "key_rotated",
             "delegation_added",
-            "delegation_removed"
+            "delegation_removed",
+            "code_issued",
         ]
     );
     assert_eq!(Outcome::Success.name(), "success");
