@@ -146,6 +146,23 @@ mod tests {
     }
 
     #[test]
+    fn reads_numbers_exactly() {
+        // Without serde_json's float_roundtrip, these were read one ULP off (and a JWT's own
+        // claims did not survive sign -> parse).
+        for literal in [
+            "1.4201945982528271e-195",
+            "18184467440737495516160",
+            "18000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let obj = parse_object(format!("{{\"n\":{literal}}}").as_bytes()).unwrap();
+            let exact: f64 = literal.parse().unwrap();
+            assert_eq!(obj["n"].as_f64(), Some(exact), "{literal}");
+            let again = parse_object(serde_json::to_string(&obj).unwrap().as_bytes()).unwrap();
+            assert_eq!(again, obj, "{literal}");
+        }
+    }
+
+    #[test]
     fn unescapes_strings_as_dotnet_writes_them() {
         let obj = parse_object(br#"{"typ":"dpop\u002Bjwt"}"#).unwrap();
         assert_eq!(obj["typ"], "dpop+jwt");

@@ -168,9 +168,6 @@ proptest! {
         prop_assert_eq!(jws.alg(), key.alg());
         prop_assert_eq!(jws.unverified_header_str("typ"), Some(typ.as_str()));
         prop_assert_eq!(jws.unverified_header_str("kid"), Some(key.kid()));
-        // serde_json (without float_roundtrip) may read a float back one ULP off: compare
-        // with what it reads from the claims' own serialization.
-        let claims: JsonObject = serde_json::from_str(&serde_json::to_string(&claims).unwrap()).unwrap();
         prop_assert_eq!(jws.unverified_claims(), &claims);
         let verified = jws.verify(&key.verifying_key().unwrap()).unwrap();
         prop_assert_eq!(verified.claims(), &claims);
