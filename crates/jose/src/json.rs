@@ -25,16 +25,20 @@ pub fn parse_object(bytes: &[u8]) -> Result<JsonObject, crate::Error> {
 
 fn map_err(e: serde_json::Error) -> crate::Error {
     let text = e.to_string();
-    match text.strip_prefix("duplicate member ") {
-        Some(rest) => {
-            let name = rest.split(" at line").next().unwrap_or(rest);
-            crate::Error::DuplicateMember(name.trim_matches('`').to_owned())
-        }
-        None if text.starts_with("nesting too deep") => {
-            crate::Error::Malformed("JSON nested too deep")
-        }
-        None => crate::Error::Malformed("invalid JSON"),
+    // serde_json appends exactly this position to our message; the member name itself may
+    // contain " at line" or backticks, so only that suffix and one pair of backticks go.
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let message = text.strip_suffix(position.as_str()).unwrap_or(&text);
+    if let Some(name) = message
+        .strip_prefix("duplicate member `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return crate::Error::DuplicateMember(name.to_owned());
     }
+    if message == "nesting too deep" {
+        return crate::Error::Malformed("JSON nested too deep");
+    }
+    crate::Error::Malformed("invalid JSON")
 }
 
 struct Strict {
@@ -117,6 +121,45 @@ mod tests {
             parse_object(br#"{"x":{"b":1,"b":1}}"#),
             Err(crate::Error::DuplicateMember(_))
         ));
+    }
+
+    #[test]
+    fn names_the_duplicate_member_exactly() {
+        // Names that look like serde_json's position suffix, or carry backticks, were once
+        // cut or trimmed in the error.
+        for name in [
+            " at line 0",
+            "a at line 1 column 2",
+            "`",
+            "``x`",
+            "a` at line 3",
+            "",
+        ] {
+            let key = serde_json::Value::from(name).to_string();
+            let text = format!("{{{key}:1,\"b\":{{}},{key}:2}}");
+            assert_eq!(
+                parse_object(text.as_bytes()),
+                Err(crate::Error::DuplicateMember(name.into())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_numbers_exactly() {
+        // Without serde_json's float_roundtrip, these were read one ULP off (and a JWT's own
+        // claims did not survive sign -> parse).
+        for literal in [
+            "1.4201945982528271e-195",
+            "18184467440737495516160",
+            "18000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ] {
+            let obj = parse_object(format!("{{\"n\":{literal}}}").as_bytes()).unwrap();
+            let exact: f64 = literal.parse().unwrap();
+            assert_eq!(obj["n"].as_f64(), Some(exact), "{literal}");
+            let again = parse_object(serde_json::to_string(&obj).unwrap().as_bytes()).unwrap();
+            assert_eq!(again, obj, "{literal}");
+        }
     }
 
     #[test]
