@@ -8,6 +8,9 @@ both!(discovery_and_jwks, |backend| async move {
     let server = fx.start().await;
     let d = server.get("/.well-known/openid-configuration").await;
     assert_eq!(d.status, 200);
+    // An HTTP Date on every answer: clients may set their clocks by it (FAPI 2.0 SP 5.3.3.1).
+    let date = d.headers["date"].to_str().unwrap();
+    assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
     let doc = &d.body;
     assert_eq!(doc["issuer"], fx.issuer.as_str());
     assert_eq!(
