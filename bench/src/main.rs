@@ -878,10 +878,10 @@ impl Report {
             .map(|s| s * 1e6 / self.ok as f64)
     }
 
-    /// The mean of the ceiling measured before and after the load.
+    /// The ceiling: per operation the lower of the medians measured before and after the load.
     fn ceiling(&self) -> Option<ceiling::Costs> {
         match (self.ceiling_before, self.ceiling_after) {
-            (Some(b), Some(a)) => Some(b.mean(&a)),
+            (Some(b), Some(a)) => Some(b.min(&a)),
             (b, a) => b.or(a),
         }
     }
