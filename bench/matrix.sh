@@ -398,12 +398,12 @@ if [[ $JTI -eq 1 ]]; then
         PORT="$(free_port)"
         ISSUER="http://127.0.0.1:$PORT"
         segl_config "$DIR" "$PORT" ES256 off "sqlite://segl.db"
+        # Migrate (one start), then pre-fill: LIVE rows valid for an hour, EXPIRED rows that
+        # expired a minute ago, as client-assertion jtis (kind 1).
+        start_segl "$DIR"
+        wait_ready "$PID" "$ISSUER/health/ready" "$DIR/server.log" 60 > /dev/null
+        stop_server "$PID"
         if [[ $FILL -eq 1 ]]; then
-            # Migrate (one start), then pre-fill: LIVE rows valid for an hour, EXPIRED rows
-            # that expired a minute ago, as client-assertion jtis (kind 1).
-            start_segl "$DIR"
-            wait_ready "$PID" "$ISSUER/health/ready" "$DIR/server.log" 60 > /dev/null
-            stop_server "$PID"
             NOW="$(date +%s)"
             sqlite3 "$DIR/segl.db" <<SQL
 BEGIN;
