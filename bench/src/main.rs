@@ -918,7 +918,7 @@ impl Report {
     fn human(&self, args: &Args, clk_tck: u64) -> String {
         let mut s = String::new();
         let mut line = |label: &str, value: String| {
-            s.push_str(&format!("  {label:<14}{value}\n"));
+            s.push_str(&format!("  {label:<16}{value}\n"));
         };
         line(
             "target",
