@@ -3,6 +3,7 @@
 # CPU time per token, for token signing_alg RS256 and ES256 at a few concurrency levels.
 #
 #   bash bench/run.sh [--quick] [--no-build] [--concurrency "4 16 64"] [--algs "RS256 ES256"] [--dpop]
+#   bash bench/run.sh --matrix [matrix.sh options]   (the matrix, ceiling, peer and cost growth)
 #
 # --quick: 3 s runs instead of 10 s; --no-build: use the release binaries already built.
 # The server is pinned to CPU 0 and segl-load to CPU 1 (after it has pre-signed its client
@@ -12,8 +13,13 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
 }
+
+if [[ "${1:-}" == --matrix ]]; then
+    shift
+    exec bash "$(dirname "${BASH_SOURCE[0]}")/matrix.sh" "$@"
+fi
 
 QUICK=0
 BUILD=1

@@ -50,6 +50,8 @@
 //! refused: a concurrency outside 1..=1024, more than 1 000 000 requests, a duration outside
 //! (0, 40] seconds.
 
+mod ceiling;
+
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -113,6 +115,25 @@ struct Args {
     /// once before pre-signing; a nonce stays valid for at least five minutes).
     #[arg(long)]
     dpop: bool,
+    /// The token endpoint's path below the issuer (Segl: /connect/token; oidc-provider: /token).
+    #[arg(long, default_value = segl_proto::paths::TOKEN)]
+    token_path: String,
+    /// The `kid` in the assertion header (default: the key's RFC 7638 thumbprint).
+    #[arg(long)]
+    kid: Option<String>,
+    /// The assertion's `typ` header.
+    #[arg(long, default_value = segl_proto::typ::CLIENT_AUTHENTICATION)]
+    assertion_typ: String,
+    /// A `resource` parameter (RFC 8707) sent with every request.
+    #[arg(long)]
+    resource: Option<String>,
+    /// Measure the crypto ceiling on this CPU (the server's) just before the warm-up and after
+    /// the timed phase, and report the ratios (see `ceiling.rs`).
+    #[arg(long)]
+    ceiling_cpu: Option<usize>,
+    /// Timed samples per operation for the ceiling (the median is used).
+    #[arg(long, default_value_t = 201)]
+    ceiling_samples: usize,
 }
 
 /// A pre-signed request: the form body and, with `--dpop`, the proof.
@@ -133,8 +154,16 @@ fn main() -> Result<()> {
         "--duration must be in (0, {MAX_DURATION}] seconds: each assertion is valid for {ASSERTION_LIFETIME} s and all are signed before the run"
     );
     ensure!(args.warmup <= 100_000, "--warmup must be at most 100000");
+    ensure!(
+        (1..=100_000).contains(&args.ceiling_samples),
+        "--ceiling-samples must be 1..=100000"
+    );
+    ensure!(
+        args.token_path.starts_with('/'),
+        "--token-path must start with /"
+    );
     let issuer = args.issuer.trim_end_matches('/').to_owned();
-    let url = reqwest::Url::parse(&format!("{issuer}{}", segl_proto::paths::TOKEN))
+    let url = reqwest::Url::parse(&format!("{issuer}{}", args.token_path))
         .with_context(|| format!("--issuer {}: not a URL", args.issuer))?;
     require_loopback(&url)?;
 
@@ -157,20 +186,27 @@ fn main() -> Result<()> {
     let iat = unix_now()?;
     let token_url = url.to_string();
     let dpop_key = segl_jose::SigningKey::generate(segl_jose::Alg::ES256)?;
-    let nonce = if args.dpop {
-        fetch_nonce(&url, &dpop_key)?
-    } else {
-        None
-    };
-    let template = BodyTemplate {
+    let mut template = BodyTemplate {
         client_id: &args.client_id,
         aud: &args.issuer,
         scope: args.scope.as_deref(),
+        resource: args.resource.as_deref(),
+        kid: args.kid.as_deref().unwrap_or(key.kid()),
+        typ: &args.assertion_typ,
         iat,
-        dpop: args
-            .dpop
-            .then_some((&dpop_key, token_url.as_str(), nonce.as_deref())),
+        dpop: None,
     };
+    let nonce = if args.dpop {
+        fetch_nonce(&url, &dpop_key, template.body(&key)?)?
+    } else {
+        None
+    };
+    template.dpop = args
+        .dpop
+        .then_some((&dpop_key, token_url.as_str(), nonce.as_deref()));
+    // One more assertion and proof, never sent: the inputs of the ceiling measurement.
+    let sample_assertion = template.assertion(&key)?;
+    let sample_proof = template.proof()?;
     let (mut bodies, threads) = presign(&key, &template, total)?;
     let presign_secs = presign_started.elapsed().as_secs_f64();
     let timed_bodies = bodies.split_off((args.warmup + 1).min(bodies.len()));
@@ -179,9 +215,41 @@ fn main() -> Result<()> {
         .pop()
         .ok_or_else(|| anyhow!("nothing was signed"))?;
     let expires = iat + ASSERTION_LIFETIME;
+    let home = rustix::thread::sched_getaffinity(None).context("cannot read the CPU affinity")?;
     if let Some(cpu) = args.pin_cpu {
         pin_to_cpu(cpu)?;
     }
+    let ceiling = match args.ceiling_cpu {
+        None => None,
+        Some(cpu) => {
+            let proof = match sample_proof {
+                None => None,
+                Some(proof) => Some(ceiling::ProofInput {
+                    proof,
+                    key: dpop_key.verifying_key()?,
+                    url: token_url.clone(),
+                    iat: i64::try_from(iat).unwrap_or(i64::MAX),
+                }),
+            };
+            Some(CeilingSpec {
+                cpu,
+                samples: args.ceiling_samples,
+                inputs: ceiling::Inputs {
+                    assertion: sample_assertion,
+                    assertion_key: key.verifying_key()?,
+                    proof,
+                },
+                home: match args.pin_cpu {
+                    Some(c) => {
+                        let mut set = rustix::thread::CpuSet::new();
+                        set.set(c);
+                        set
+                    }
+                    None => home,
+                },
+            })
+        }
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -193,6 +261,7 @@ fn main() -> Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         clk_tck,
         server_pid: args.server_pid,
+        ceiling,
     };
     let report = runtime.block_on(run.execute(probe, warmup_bodies, timed_bodies, expires))?;
     let report = Report {
@@ -211,7 +280,13 @@ fn main() -> Result<()> {
 
 /// Asks the server for its current DPoP nonce: a request with a proof and no nonce is answered
 /// with a `DPoP-Nonce` header (servers that do not use nonces answer without one).
-fn fetch_nonce(url: &reqwest::Url, key: &segl_jose::SigningKey) -> Result<Option<String>> {
+/// The request is a complete one (`body` has its own assertion): some servers check the proof
+/// only after the client is authenticated.
+fn fetch_nonce(
+    url: &reqwest::Url,
+    key: &segl_jose::SigningKey,
+    body: String,
+) -> Result<Option<String>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -230,7 +305,7 @@ fn fetch_nonce(url: &reqwest::Url, key: &segl_jose::SigningKey) -> Result<Option
                 reqwest::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
-            .body("grant_type=client_credentials")
+            .body(body)
             .send()
             .await
             .with_context(|| format!("POST {url}"))?;
@@ -289,6 +364,10 @@ struct BodyTemplate<'a> {
     client_id: &'a str,
     aud: &'a str,
     scope: Option<&'a str>,
+    resource: Option<&'a str>,
+    /// The assertion header's `kid` and `typ`.
+    kid: &'a str,
+    typ: &'a str,
     iat: u64,
     /// With `--dpop`: the proof key, the token endpoint URL and the server nonce.
     dpop: Option<(&'a segl_jose::SigningKey, &'a str, Option<&'a str>)>,
@@ -298,7 +377,12 @@ impl BodyTemplate<'_> {
     /// A form body with a freshly signed assertion (a new random `jti`) and, with `--dpop`, a
     /// fresh proof.
     fn prepared(&self, key: &segl_jose::SigningKey) -> Result<Prepared> {
-        let proof = match self.dpop {
+        Ok((self.body(key)?, self.proof()?))
+    }
+
+    /// With `--dpop`, a fresh proof (a new random `jti`).
+    fn proof(&self) -> Result<Option<String>> {
+        Ok(match self.dpop {
             Some((dpop_key, url, nonce)) => Some(segl_jose::dpop::create_proof(
                 dpop_key,
                 "POST",
@@ -308,12 +392,12 @@ impl BodyTemplate<'_> {
                 None,
             )?),
             None => None,
-        };
-        Ok((self.body(key)?, proof))
+        })
     }
 
-    /// A complete form body with a freshly signed assertion (a new random `jti`).
-    fn body(&self, key: &segl_jose::SigningKey) -> Result<String> {
+    /// A freshly signed client assertion (a new random `jti`), with this template's `kid` and
+    /// `typ` in the header.
+    fn assertion(&self, key: &segl_jose::SigningKey) -> Result<String> {
         let mut jti = [0u8; 16];
         segl_jose::random_bytes(&mut jti)?;
         let claims = serde_json::json!({
@@ -325,7 +409,19 @@ impl BodyTemplate<'_> {
             "exp": self.iat + ASSERTION_LIFETIME,
             "jti": segl_jose::b64_encode(jti),
         });
-        let assertion = segl_jose::sign_jwt(key, segl_proto::typ::CLIENT_AUTHENTICATION, &claims)?;
+        let header = serde_json::json!({"alg": key.alg().name(), "typ": self.typ, "kid": self.kid});
+        let mut jws = segl_jose::b64_encode(header.to_string());
+        jws.push('.');
+        jws.push_str(&segl_jose::b64_encode(claims.to_string()));
+        let signature = key.sign(jws.as_bytes())?;
+        jws.push('.');
+        jws.push_str(&segl_jose::b64_encode(signature));
+        Ok(jws)
+    }
+
+    /// A complete form body with a freshly signed assertion (a new random `jti`).
+    fn body(&self, key: &segl_jose::SigningKey) -> Result<String> {
+        let assertion = self.assertion(key)?;
         let mut form =
             form_urlencoded::Serializer::new(String::with_capacity(assertion.len() + 256));
         form.append_pair("grant_type", segl_proto::grant::CLIENT_CREDENTIALS)
@@ -337,6 +433,9 @@ impl BodyTemplate<'_> {
             .append_pair("client_assertion", &assertion);
         if let Some(scope) = self.scope {
             form.append_pair("scope", scope);
+        }
+        if let Some(resource) = self.resource {
+            form.append_pair("resource", resource);
         }
         Ok(form.finish())
     }
@@ -382,6 +481,30 @@ struct Run {
     duration: Duration,
     clk_tck: u64,
     server_pid: Option<u32>,
+    ceiling: Option<CeilingSpec>,
+}
+
+/// What the ceiling measurement needs besides the probe's token.
+struct CeilingSpec {
+    /// The CPU to measure on (the server's).
+    cpu: usize,
+    /// Samples per operation.
+    samples: usize,
+    /// A client assertion and (with DPoP) a proof, never sent, and their keys.
+    inputs: ceiling::Inputs,
+    /// The CPUs to return to after measuring.
+    home: rustix::thread::CpuSet,
+}
+
+impl CeilingSpec {
+    /// Pins this thread to the measuring CPU, measures, and pins it back.
+    fn measure(&self, token: &ceiling::Token) -> Result<ceiling::Costs> {
+        pin_to_cpu(self.cpu)?;
+        let costs = self.inputs.measure(token, self.samples);
+        rustix::thread::sched_setaffinity(None, &self.home)
+            .context("cannot restore the CPU affinity")?;
+        costs
+    }
 }
 
 /// What one phase (warm-up or timed) produced.
@@ -425,6 +548,26 @@ struct Report {
     max_ms: f64,
     server_cpu_secs: Option<f64>,
     client_cpu_secs: Option<f64>,
+    /// The ceiling measured before the warm-up and after the timed phase.
+    ceiling_before: Option<ceiling::Costs>,
+    ceiling_after: Option<ceiling::Costs>,
+    /// The access token's and the assertion's `alg`.
+    token_alg: Option<String>,
+    assertion_alg: Option<String>,
+    /// The server's resident set before the warm-up and after the timed phase, and its peak
+    /// (`VmHWM`) after the timed phase, KiB.
+    server_rss_before_kb: Option<u64>,
+    server_rss_after_kb: Option<u64>,
+    server_hwm_kb: Option<u64>,
+}
+
+/// A `kB` field (e.g. `VmRSS`, `VmHWM`) of `/proc/PID/status`.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
 }
 
 /// A reading of a process's CPU time, in clock ticks.
@@ -507,6 +650,23 @@ impl Run {
         if status != reqwest::StatusCode::OK || !text.contains("\"access_token\"") {
             bail!("POST {url}: the probe request was answered {status}: {text}");
         }
+        let probe_token = serde_json::from_str::<TokenOk>(&text)
+            .map(|t| t.access_token)
+            .unwrap_or_default();
+        let token_alg = segl_jose::UnverifiedJws::parse(&probe_token)
+            .ok()
+            .map(|j| j.alg().name().to_owned());
+
+        // The ceiling, measured while the server is idle, and its inputs.
+        let ceiling = match &self.ceiling {
+            None => None,
+            Some(spec) => {
+                let token = ceiling::Token::from_jwt(&probe_token)?;
+                let before = spec.measure(&token)?;
+                Some((spec, token, before))
+            }
+        };
+        let rss_before = self.server_pid.and_then(|pid| status_kb(pid, "VmRSS"));
 
         let warmup_done = warmup.len();
         let warmup_deadline = Instant::now() + self.duration;
@@ -536,6 +696,12 @@ impl Run {
         let elapsed = started.elapsed();
         let server_after = server_stat.as_deref().map(cpu_ticks).transpose()?;
         let client_after = cpu_ticks("/proc/self/stat").ok();
+        let rss_after = self.server_pid.and_then(|pid| status_kb(pid, "VmRSS"));
+        let hwm = self.server_pid.and_then(|pid| status_kb(pid, "VmHWM"));
+        let (ceiling_before, ceiling_after) = match ceiling {
+            None => (None, None),
+            Some((spec, token, before)) => (Some(before), Some(spec.measure(&token)?)),
+        };
 
         let tck = self.clk_tck as f64;
         let cpu = |before: Option<u64>, after: Option<u64>| match (before, after) {
@@ -562,6 +728,16 @@ impl Run {
             max_ms: latencies.last().map_or(0.0, |&us| us as f64 / 1000.0),
             server_cpu_secs: cpu(server_before, server_after),
             client_cpu_secs: cpu(client_before, client_after),
+            ceiling_before,
+            ceiling_after,
+            token_alg,
+            assertion_alg: self
+                .ceiling
+                .as_ref()
+                .map(|c| c.inputs.assertion_key.alg().name().to_owned()),
+            server_rss_before_kb: rss_before,
+            server_rss_after_kb: rss_after,
+            server_hwm_kb: hwm,
             ..Report::default()
         })
     }
@@ -702,6 +878,27 @@ impl Report {
             .map(|s| s * 1e6 / self.ok as f64)
     }
 
+    /// The ceiling: per operation the lower of the medians measured before and after the load.
+    fn ceiling(&self) -> Option<ceiling::Costs> {
+        match (self.ceiling_before, self.ceiling_after) {
+            (Some(b), Some(a)) => Some(b.min(&a)),
+            (b, a) => b.or(a),
+        }
+    }
+
+    /// Tokens per second of server CPU time, divided by the ceiling (tokens per core-second).
+    fn ratio_cpu(&self) -> Option<f64> {
+        let ceiling = self.ceiling()?.tokens_per_core_second();
+        let us = self.server_us_per_token()?;
+        (ceiling > 0.0 && us > 0.0).then(|| (1e6 / us) / ceiling)
+    }
+
+    /// Tokens per second of wall time, divided by the ceiling.
+    fn ratio_wall(&self) -> Option<f64> {
+        let ceiling = self.ceiling()?.tokens_per_core_second();
+        (ceiling > 0.0).then(|| self.tokens_per_sec() / ceiling)
+    }
+
     fn utilisation(&self, cpu: Option<f64>) -> Option<f64> {
         cpu.filter(|_| self.elapsed_secs > 0.0)
             .map(|c| c / self.elapsed_secs)
@@ -721,7 +918,7 @@ impl Report {
     fn human(&self, args: &Args, clk_tck: u64) -> String {
         let mut s = String::new();
         let mut line = |label: &str, value: String| {
-            s.push_str(&format!("  {label:<14}{value}\n"));
+            s.push_str(&format!("  {label:<16}{value}\n"));
         };
         line(
             "target",
@@ -797,6 +994,56 @@ impl Report {
                 ),
             );
         }
+        if let (Some(rss), Some(hwm)) = (self.server_rss_before_kb, self.server_hwm_kb) {
+            line(
+                "server memory",
+                format!(
+                    "RSS {:.1} MiB before the warm-up, {:.1} MiB after; peak (VmHWM) {:.1} MiB",
+                    rss as f64 / 1024.0,
+                    self.server_rss_after_kb.unwrap_or(0) as f64 / 1024.0,
+                    hwm as f64 / 1024.0
+                ),
+            );
+        }
+        if let Some(c) = self.ceiling() {
+            let fmt = |c: &ceiling::Costs| {
+                format!(
+                    "assertion {} {:.1} µs + proof {:.1} µs + token {} sign {:.1} µs",
+                    self.assertion_alg.as_deref().unwrap_or("?"),
+                    c.assertion_verify_us,
+                    c.proof_verify_us,
+                    self.token_alg.as_deref().unwrap_or("?"),
+                    c.token_sign_us
+                )
+            };
+            if let Some(b) = &self.ceiling_before {
+                line("ceiling before", fmt(b));
+            }
+            if let Some(a) = &self.ceiling_after {
+                line("ceiling after", fmt(a));
+            }
+            line(
+                "ceiling",
+                format!(
+                    "{:.1} µs/token = {:.0} tokens/s per core (medians of {} samples on CPU {}; DPoP check_proof {:.1} µs)",
+                    c.per_token_us(),
+                    c.tokens_per_core_second(),
+                    c.samples,
+                    args.ceiling_cpu.unwrap_or(0),
+                    c.proof_check_us
+                ),
+            );
+            line(
+                "ratio",
+                format!(
+                    "{} of the ceiling per server CPU second; {} in tokens/s",
+                    self.ratio_cpu()
+                        .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+                    self.ratio_wall()
+                        .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+                ),
+            );
+        }
         s
     }
 
@@ -828,6 +1075,18 @@ impl Report {
             "client_cpu_s": self.client_cpu_secs,
             "client_cpu_util": self.utilisation(self.client_cpu_secs),
             "clk_tck": clk_tck,
+            "token_alg": self.token_alg,
+            "assertion_alg": self.assertion_alg,
+            "dpop": args.dpop,
+            "server_rss_before_kb": self.server_rss_before_kb,
+            "server_rss_after_kb": self.server_rss_after_kb,
+            "server_hwm_kb": self.server_hwm_kb,
+            "ceiling_before": self.ceiling_before,
+            "ceiling_after": self.ceiling_after,
+            "ceiling_us_per_token": self.ceiling().map(|c| c.per_token_us()),
+            "ceiling_tokens_per_core_s": self.ceiling().map(|c| c.tokens_per_core_second()),
+            "ratio_cpu": self.ratio_cpu(),
+            "ratio_wall": self.ratio_wall(),
         })
     }
 }
@@ -897,6 +1156,9 @@ mod tests {
             client_id: "bench",
             aud: "http://127.0.0.1:1",
             scope: Some("bench:api/read"),
+            resource: None,
+            kid: key.kid(),
+            typ: segl_proto::typ::CLIENT_AUTHENTICATION,
             iat: 1000,
             dpop: None,
         };
