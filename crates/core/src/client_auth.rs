@@ -130,7 +130,6 @@ pub fn verify_assertion(
         OAuthError::invalid_client(format!("client_assertion is not acceptable: {e}"))
     })?;
     check_header(&jws, policy.profile)?;
-    let jws_typ = jws.unverified_header_str("typ").map(str::to_owned);
     let client = find_client(&jws, params, registry)?;
     // RFC 8725 §3.1/§3.8: the key comes from the client's registration only, by kid when the
     // header names one, else every registered key that fits the algorithm.
@@ -151,8 +150,7 @@ pub fn verify_assertion(
             })
         })?;
     let claims = verified.into_claims();
-    let typed = explicitly_typed(&jws_typ);
-    let (jti, expires_at) = check_claims(&claims, policy, endpoint, typed, now)?;
+    let (jti, expires_at) = check_claims(&claims, policy, endpoint, now)?;
     Ok(VerifiedAssertion {
         client,
         jti,
@@ -194,17 +192,6 @@ fn check_header(jws: &UnverifiedJws, profile: Profile) -> Result<(), OAuthError>
     Ok(())
 }
 
-/// Whether the assertion says it is one: `typ` `client-authentication+jwt` (RFC 10070).
-fn explicitly_typed(typ: &Option<String>) -> bool {
-    typ.as_deref().is_some_and(|t| {
-        let bare = t
-            .get(..12)
-            .filter(|p| p.eq_ignore_ascii_case("application/"))
-            .map_or(t, |_| t.get(12..).unwrap_or(""));
-        bare.eq_ignore_ascii_case(segl_proto::typ::CLIENT_AUTHENTICATION)
-    })
-}
-
 /// RFC 7523 §3 items 1–2: `iss` = `sub` = client_id, which must be registered.
 fn find_client(
     jws: &UnverifiedJws,
@@ -240,10 +227,9 @@ fn check_claims(
     claims: &JsonObject,
     policy: &Policy,
     endpoint: Endpoint,
-    typed: bool,
     now: UnixTime,
 ) -> Result<(String, UnixTime), OAuthError> {
-    check_audience(claims.get("aud"), policy, endpoint, typed)?;
+    check_audience(claims.get("aud"), policy, endpoint)?;
     let numeric_strings = policy.profile == Profile::HelseId;
     let exp = time_claim(claims, "exp", numeric_strings)?
         .ok_or_else(|| OAuthError::invalid_client("client_assertion has no exp"))?;
@@ -284,17 +270,12 @@ fn check_claims(
     Ok((jti, UnixTime(exp)))
 }
 
-/// The assertion must be meant for us (SECURITY.md D2; DESIGN.md contract): the issuer, as a
-/// string or a one-element array; in profile `helseid` also HelseID's aliases, but only as a
-/// single string and only in assertions not explicitly typed `client-authentication+jwt`
-/// (RFC 10070: an explicitly typed assertion names the issuer and nothing else).
+/// The assertion must be meant for us (SECURITY.md D2; DESIGN.md contract).
 fn check_audience(
     aud: Option<&Value>,
     policy: &Policy,
     endpoint: Endpoint,
-    typed: bool,
 ) -> Result<(), OAuthError> {
-    let as_string = matches!(aud, Some(Value::String(_)));
     let single = match aud {
         Some(Value::String(s)) => Some(s.as_str()),
         Some(Value::Array(items)) if items.len() == 1 => items.first().and_then(Value::as_str),
@@ -312,21 +293,14 @@ fn check_audience(
     // Profile helseid also takes what HelseID's own samples send: the issuer with a trailing
     // slash, and at the token endpoint its URL.
     let helseid_alias = policy.profile == Profile::HelseId
-        && !typed
-        && as_string
         && (aud.strip_suffix('/') == Some(policy.issuer.as_str())
             || (endpoint == Endpoint::Token && aud == policy.token_endpoint));
     if helseid_alias {
         return Ok(());
     }
     Err(OAuthError::invalid_client(format!(
-        "client_assertion aud must be the issuer {}{}",
-        policy.issuer,
-        if typed {
-            " (an assertion typed client-authentication+jwt names the issuer only)"
-        } else {
-            ""
-        }
+        "client_assertion aud must be the issuer {}",
+        policy.issuer
     )))
 }
 
