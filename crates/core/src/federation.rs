@@ -158,7 +158,7 @@ impl Choice<'_> {
 /// the level asked for), else every IdP that can reach that level. The test IdP logs in at
 /// level 4.
 pub fn choices<'a>(
-    upstreams: &'a [Upstream],
+    upstreams: impl IntoIterator<Item = &'a Upstream>,
     test_idp: bool,
     acr_values: &[String],
 ) -> Vec<Choice<'a>> {
@@ -170,7 +170,7 @@ pub fn choices<'a>(
     }
     out.extend(
         upstreams
-            .iter()
+            .into_iter()
             .filter(|u| named.is_none_or(|n| n == u.name) && u.max_level() >= level)
             .map(Choice::Upstream),
     );

@@ -45,8 +45,6 @@ pub struct Inner {
     pub limits: crate::ratelimit::Limits,
     /// Upstream identity providers' discovered metadata.
     pub upstreams: federation::Upstreams,
-    /// What the decisions need of each upstream (`[[idp]]`), in configuration order.
-    pub upstream_policies: Vec<segl_core::federation::Upstream>,
     /// Delegations customer → supplier: the configuration's and the store's.
     pub delegations: std::sync::RwLock<std::collections::HashSet<(String, String)>>,
     /// The audit log's writer.
@@ -251,11 +249,6 @@ impl App {
             &shared_secret(store.as_ref(), &settings, "pid-pseudonym-hmac").await?,
         );
         let settings_upstreams = settings.upstreams.len();
-        let upstream_policies = settings
-            .upstreams
-            .iter()
-            .map(|u| u.policy.clone())
-            .collect();
         let audit = crate::audit::AuditLog::start(store.clone());
         let app = App(Arc::new(Inner {
             settings,
@@ -278,7 +271,6 @@ impl App {
                 ),
             },
             upstreams: federation::Upstreams::new(settings_upstreams),
-            upstream_policies,
             delegations: Default::default(),
             audit,
         }));

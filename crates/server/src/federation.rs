@@ -247,10 +247,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// What the decisions need of each configured upstream.
+fn policies(app: &App) -> impl Iterator<Item = &federation::Upstream> {
+    app.settings.upstreams.iter().map(|u| &u.policy)
+}
+
 /// The IdPs that can serve `request`.
 pub(crate) fn choices<'a>(app: &'a App, request: &AuthorizationRequest) -> Vec<Choice<'a>> {
-    let policies: &'a [federation::Upstream] = &app.upstream_policies;
-    federation::choices(policies, app.settings.test_idp, &request.acr_values)
+    federation::choices(policies(app), app.settings.test_idp, &request.acr_values)
 }
 
 /// Sends the browser to the chosen IdP: the test IdP's form, or the upstream.
@@ -603,18 +607,8 @@ async fn handle_callback(
     // RFC 9207: the answer names its issuer (required when the upstream says it does).
     match params.take("iss") {
         Some(iss) if iss != up.issuer => {
-            tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %name, client_id = %request.client_id, reason = "iss mismatch", "the authorization response names another issuer");
             let reason = "the authorization response names another issuer";
-            audit_refusal(
-                app,
-                origin,
-                &request,
-                name,
-                ErrorCode::AccessDenied,
-                reason,
-                now,
-            )
-            .await;
+            reject(app, origin, &request, name, reason, now).await;
             return refuse(
                 ErrorCode::AccessDenied,
                 "the identity provider's answer names another issuer",
@@ -649,17 +643,7 @@ async fn handle_callback(
             );
         }
         Err(Upstream::Refused(why)) => {
-            tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %name, client_id = %request.client_id, reason = %why, "the upstream login was refused");
-            audit_refusal(
-                app,
-                origin,
-                &request,
-                name,
-                ErrorCode::AccessDenied,
-                &why,
-                now,
-            )
-            .await;
+            reject(app, origin, &request, name, &why, now).await;
             return refuse(
                 ErrorCode::AccessDenied,
                 "the identity provider's answer could not be verified",
@@ -672,18 +656,7 @@ async fn handle_callback(
     }) {
         Ok(m) => m,
         Err(refusal) => {
-            tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %name, client_id = %request.client_id, reason = %refusal, "the upstream login was refused");
-            let reason = refusal.to_string();
-            audit_refusal(
-                app,
-                origin,
-                &request,
-                name,
-                ErrorCode::AccessDenied,
-                &reason,
-                now,
-            )
-            .await;
+            reject(app, origin, &request, name, &refusal.to_string(), now).await;
             let e = OAuthError::new(ErrorCode::AccessDenied, refusal.to_string());
             let back = redirect_error(app, &request, &e);
             if let Refusal::LevelTooLow { .. } = refusal {
@@ -723,6 +696,29 @@ async fn handle_callback(
         sid: session::random_token()?,
     };
     Ok(session::complete_login(app, headers, origin, &request, login, now).await?)
+}
+
+/// A refused upstream login (its answer could not be verified or does not qualify): logged as
+/// `upstream_login_rejected` and recorded as a failed login with `access_denied`.
+async fn reject(
+    app: &App,
+    origin: &crate::audit::Origin,
+    request: &AuthorizationRequest,
+    idp: &str,
+    reason: &str,
+    now: UnixTime,
+) {
+    tracing::warn!(target: "segl::audit", event = "upstream_login_rejected", idp = %idp, client_id = %request.client_id, %reason, "the upstream login was refused");
+    audit_refusal(
+        app,
+        origin,
+        request,
+        idp,
+        ErrorCode::AccessDenied,
+        reason,
+        now,
+    )
+    .await;
 }
 
 /// Records a refused or failed upstream login in the audit log (a failed write is logged and
@@ -917,7 +913,7 @@ async fn handle_choose(app: &App, headers: &HeaderMap, query: &str) -> Result<Re
 /// `GET /connect/availableidps`: the identity providers, as HelseID lists them.
 pub(crate) async fn available(State(app): State<App>) -> Response {
     let list: Vec<serde_json::Value> =
-        federation::choices(&app.upstream_policies, app.settings.test_idp, &[])
+        federation::choices(policies(&app), app.settings.test_idp, &[])
             .iter()
             .map(|c| serde_json::json!({"name": c.name(), "display_name": c.display_name()}))
             .collect();

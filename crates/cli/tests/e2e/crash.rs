@@ -103,8 +103,7 @@ both!(
             acknowledged.len()
         );
         let (dpop, verifier, nonce) = (
-            segl_jose::SigningKey::from_private_jwk(&flow.dpop.to_private_jwk().unwrap(), None)
-                .unwrap(),
+            copy_key(&flow.dpop),
             flow.verifier.clone(),
             flow.nonce.clone(),
         );

@@ -362,12 +362,6 @@ fn claims_of(jwt: &str) -> serde_json::Map<String, Value> {
         .clone()
 }
 
-fn kid_of(jwt: &str) -> String {
-    let head = jwt.split('.').next().unwrap();
-    let h: Value = serde_json::from_slice(&segl_jose::b64_decode(head).unwrap()).unwrap();
-    h["kid"].as_str().unwrap().to_owned()
-}
-
 both!(
     federated_login_maps_claims_and_levels,
     |backend| async move {

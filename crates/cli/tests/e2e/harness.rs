@@ -680,3 +680,17 @@ pub async fn run_interop(script: &str, env: &[(&str, String)], expect: &str) -> 
 pub fn private_jwk(client: &TestClient) -> String {
     serde_json::to_string(&client.key.to_private_jwk().unwrap()).unwrap()
 }
+
+/// The `kid` in a JWT's header.
+pub fn kid_of(jwt: &str) -> String {
+    segl_jose::UnverifiedJws::parse(jwt)
+        .unwrap()
+        .unverified_header_str("kid")
+        .unwrap()
+        .to_owned()
+}
+
+/// Another handle on the same private key (a second client process using one DPoP key).
+pub fn copy_key(key: &SigningKey) -> SigningKey {
+    SigningKey::from_private_jwk(&key.to_private_jwk().unwrap(), Some(key.alg())).unwrap()
+}

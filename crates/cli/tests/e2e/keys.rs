@@ -6,14 +6,6 @@ use crate::harness::*;
 use serde_json::json;
 use std::time::Duration;
 
-fn kid_of(token: &str) -> String {
-    segl_jose::UnverifiedJws::parse(token)
-        .unwrap()
-        .unverified_header_str("kid")
-        .unwrap()
-        .to_owned()
-}
-
 async fn jwks_kids(server: &Server) -> Vec<String> {
     let j = server
         .get("/.well-known/openid-configuration/jwks")

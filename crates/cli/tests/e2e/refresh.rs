@@ -74,7 +74,7 @@ both!(rotation_grace_and_reuse, |backend| async move {
     server.crash();
     let restarted = fx.start().await;
     let mut flow2 = Flow::new(&fx, &restarted);
-    flow2.dpop = SigningKey::from_private_jwk(&flow.dpop.to_private_jwk().unwrap(), None).unwrap();
+    flow2.dpop = copy_key(&flow.dpop);
     flow2.nonce = flow.nonce.clone();
     let mut flow = flow2;
     let r = refresh(&mut flow, &rt2, &[]).await;

@@ -7,18 +7,8 @@
 use crate::harness::*;
 use crate::login::{Browser, Flow, query_of};
 use segl_jose::{Alg, SigningKey};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-fn copy_key(key: &SigningKey) -> SigningKey {
-    SigningKey::from_private_jwk(&key.to_private_jwk().unwrap(), Some(key.alg())).unwrap()
-}
-
-fn kid_of(jwt: &str) -> String {
-    let head = jwt.split('.').next().unwrap();
-    let h: Value = serde_json::from_slice(&segl_jose::b64_decode(head).unwrap()).unwrap();
-    h["kid"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_on_one_postgresql() {
