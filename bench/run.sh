@@ -9,11 +9,12 @@
 # The server is pinned to CPU 0 and segl-load to CPU 1 (after it has pre-signed its client
 # assertions on all CPUs). Each algorithm gets a fresh server, database and keys in a temporary
 # directory, removed on exit. The server logs at its default level (SEGL_LOG, if set, is
-# passed on) to a file in that directory. See bench/README.md.
+# passed on) to a file in that directory. SEGL_BIN=PATH runs another segl binary (for A/B
+# comparisons of two builds). See bench/README.md.
 set -euo pipefail
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 if [[ "${1:-}" == --matrix ]]; then
@@ -70,7 +71,7 @@ if [[ $BUILD -eq 1 ]]; then
     cargo build --release -j2 -p segl -p segl-bench >&2
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SEGL="$TARGET_DIR/release/segl"
+SEGL="${SEGL_BIN:-$TARGET_DIR/release/segl}"
 LOAD="$TARGET_DIR/release/segl-load"
 for bin in "$SEGL" "$LOAD"; do
     [[ -x "$bin" ]] || { echo "run.sh: $bin is missing (run without --no-build)" >&2; exit 1; }

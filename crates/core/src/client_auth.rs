@@ -39,7 +39,9 @@ pub enum Endpoint {
 }
 
 /// An assertion whose signature and claims are valid; its `jti` has not been recorded yet.
-#[derive(Debug)]
+/// A clone is the same assertion: it too becomes an [`AuthenticatedClient`] only with the
+/// store's verdict on the one `jti`.
+#[derive(Debug, Clone)]
 pub struct VerifiedAssertion {
     client: Arc<Client>,
     jti: String,

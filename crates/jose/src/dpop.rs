@@ -61,7 +61,7 @@ pub enum NoncePolicy<'a> {
 }
 
 /// A proof that passed every stateless check; its `jti` is not recorded yet.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CheckedProof {
     jkt: String,
     jti: String,

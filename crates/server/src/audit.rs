@@ -7,7 +7,9 @@
 //! token always has its event on disk), and answers `503 temporarily_unavailable` when the
 //! event cannot be written ([`AuditLog::record`]). A request's `jti`s are recorded the same way
 //! before anything is issued ([`AuditLog::insert_jtis`]): nothing is acknowledged before its
-//! replay record is durable. Concurrent requests share one transaction, so durability costs
+//! replay record is durable. A request can also hand its replay records together with a gate
+//! that, given their verdicts, makes the event of what it issues ([`AuditLog::insert_jtis_gated`]):
+//! both go in the same transaction, so that request waits for one commit instead of two. Concurrent requests share one transaction, so durability costs
 //! one commit per batch rather than per request. Refusals are recorded the same way but a
 //! failed write does not change their answer ([`AuditLog::record_refusal`]). The `tracing`
 //! events with target `segl::audit` stay as they were, beside this log.
@@ -69,7 +71,19 @@ enum Pending {
         items: Vec<(JtiKind, [u8; 32], i64)>,
         done: oneshot::Sender<Result<Vec<bool>, String>>,
     },
+    /// A request's replay records and the event of what they allow it to issue, appended in
+    /// the same transaction when every record was new and `gate` yields it. The answer is
+    /// the verdicts and whether the event was appended.
+    Gated {
+        items: Vec<(JtiKind, [u8; 32], i64)>,
+        gate: Box<Gate>,
+        done: oneshot::Sender<Result<(Vec<bool>, bool), String>>,
+    },
 }
+
+/// Given a request's replay verdicts (all fresh), the event to record in their transaction, in
+/// the store's form; `None` when nothing is issued after all.
+type Gate = dyn Fn(&[bool]) -> Option<AuditEvent> + Send + Sync;
 
 /// The handle requests record events through (cheap to share; one writer task behind it).
 #[derive(Debug, Clone)]
@@ -132,6 +146,43 @@ impl AuditLog {
         }
     }
 
+    /// Records replay keys durably, as [`AuditLog::insert_jtis`] does, and — in the same
+    /// transaction, only when every key was new — the event `gate` makes of what they allow
+    /// the request to issue (stamped with `origin`). `gate` runs on the writer, inside the
+    /// transaction, and again if the store retries it: it must be quick and pure. Returns the
+    /// verdicts and whether the event was recorded (`false` when a key was a replay, `gate`
+    /// yielded nothing, or the event could not be stored).
+    pub async fn insert_jtis_gated(
+        &self,
+        items: &[(JtiKind, [u8; 32], i64)],
+        origin: &Origin,
+        gate: impl Fn(&[bool]) -> Option<Event> + Send + Sync + 'static,
+    ) -> Result<(Vec<bool>, bool), Error> {
+        let origin = origin.clone();
+        let gate = move |fresh: &[bool]| {
+            let event =
+                gate(fresh)?.with_origin(origin.source.as_deref(), origin.request_id.as_deref());
+            let stored = to_store(&event);
+            segl_store::check_audit_event(&stored)
+                .is_ok()
+                .then_some(stored)
+        };
+        let (done, committed) = oneshot::channel();
+        let pending = Pending::Gated {
+            items: items.to_vec(),
+            gate: Box::new(gate),
+            done,
+        };
+        if self.queue.send(pending).await.is_err() {
+            return Err(Error::Unavailable("the durable writer has stopped".into()));
+        }
+        match committed.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(why)) => Err(Error::Unavailable(why)),
+            Err(_) => Err(Error::Unavailable("the durable writer has stopped".into())),
+        }
+    }
+
     /// Records the event of a refused request, as [`AuditLog::record`] does; a failure to
     /// write it is logged and does not change the refusal.
     pub async fn record_refusal(&self, event: Event, origin: &Origin) {
@@ -149,6 +200,15 @@ async fn write_batches(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Pendi
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut batches = 0u64;
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Let the requests that are ready to run go first, then take what they queued: under
+        // load a commit carries many more requests (most of its cost is per commit, not per
+        // request), and when nothing else is runnable this returns at once.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH
+            && let Ok(p) = receiver.try_recv()
+        {
+            batch.push(p);
+        }
         commit(store.as_ref(), std::mem::take(&mut batch)).await;
         batches += 1;
     }
@@ -162,7 +222,10 @@ async fn commit(store: &dyn Store, batch: Vec<Pending>) {
     let mut events = Vec::new();
     let mut event_waiters = Vec::new();
     let mut jtis: Vec<(JtiKind, [u8; 32], i64)> = Vec::new();
+    // Each request's replay records are `jtis[start..start + len]`.
     let mut jti_waiters = Vec::new();
+    let mut gates: Vec<(usize, usize, Box<Gate>)> = Vec::new();
+    let mut gate_waiters = Vec::new();
     for p in batch {
         match p {
             Pending::Event { event, done } => {
@@ -174,36 +237,73 @@ async fn commit(store: &dyn Store, batch: Vec<Pending>) {
                 }
             }
             Pending::Jtis { items, done } => {
-                jti_waiters.push((items.len(), done));
+                jti_waiters.push((jtis.len(), items.len(), done));
+                jtis.extend(items);
+            }
+            Pending::Gated { items, gate, done } => {
+                gates.push((jtis.len(), items.len(), gate));
+                gate_waiters.push((jtis.len(), items.len(), done));
                 jtis.extend(items);
             }
         }
     }
-    if !events.is_empty() {
-        metrics::histogram!("segl_audit_batch_events").record(events.len() as f64);
+    let requests = jti_waiters.len() + gate_waiters.len();
+    if requests > 0 {
+        metrics::histogram!("segl_group_commit_requests").record(requests as f64);
     }
-    if !jti_waiters.is_empty() {
-        metrics::histogram!("segl_group_commit_requests").record(jti_waiters.len() as f64);
-    }
+    // Which gated events the (last attempt of the) transaction appended.
+    let appended = std::sync::Mutex::new(vec![false; gates.len()]);
+    let gated = |fresh: &[bool]| -> Vec<AuditEvent> {
+        let mut flags = appended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = Vec::new();
+        for ((start, len, gate), flag) in gates.iter().zip(flags.iter_mut()) {
+            let verdicts = fresh.get(*start..start + len).unwrap_or_default();
+            *flag = false;
+            if verdicts.len() == *len
+                && verdicts.iter().all(|f| *f)
+                && let Some(event) = gate(verdicts)
+            {
+                out.push(event);
+                *flag = true;
+            }
+        }
+        out
+    };
     let refs: Vec<(JtiKind, &[u8], i64)> =
         jtis.iter().map(|(k, key, e)| (*k, &key[..], *e)).collect();
-    let outcome = crate::metrics::store_op("commit_group", store.commit_group(&refs, &events, &link))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, events = events.len(), jtis = refs.len(), "durable write failed");
-            e.to_string()
-        });
+    let outcome = crate::metrics::store_op(
+        "commit_group",
+        store.commit_group(&refs, &events, &gated, &link),
+    )
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, events = events.len(), jtis = refs.len(), "durable write failed");
+        e.to_string()
+    });
     // A request that gave up waiting (its connection closed) no longer listens.
     for done in event_waiters {
         let _ = done.send(outcome.clone().map(drop));
     }
-    let mut verdicts = outcome.map(Vec::into_iter);
-    for (n, done) in jti_waiters {
-        let answer = match &mut verdicts {
-            Ok(v) => Ok(v.by_ref().take(n).collect::<Vec<bool>>()),
+    let verdicts = |start: usize, len: usize| -> Result<Vec<bool>, String> {
+        match &outcome {
+            Ok(v) => Ok(v.get(start..start + len).unwrap_or_default().to_vec()),
             Err(e) => Err(e.clone()),
-        };
-        let _ = done.send(answer);
+        }
+    };
+    for (start, len, done) in jti_waiters {
+        let _ = done.send(verdicts(start, len));
+    }
+    let appended = appended
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let recorded = events.len() + appended.iter().filter(|a| **a).count();
+    if recorded > 0 {
+        metrics::histogram!("segl_audit_batch_events").record(recorded as f64);
+    }
+    for ((start, len, done), recorded) in gate_waiters.into_iter().zip(appended) {
+        let _ = done.send(verdicts(start, len).map(|v| (v, recorded)));
     }
 }
 
@@ -460,6 +560,65 @@ mod tests {
             out.push(w.await.unwrap().unwrap());
         }
         out
+    }
+
+    /// A gated event is appended in the same transaction as its request's replay records, only
+    /// when every record was new and the gate yields it; the request hears which.
+    #[tokio::test]
+    async fn gated_events_follow_their_replay_verdicts() {
+        let store = store().await;
+        let log = AuditLog::start(store.clone());
+        let origin = Origin {
+            source: Some("127.0.0.1".into()),
+            request_id: Some("g".into()),
+        };
+        let key = |n: u8| (JtiKind::DpopProof, [n; 32], i64::MAX);
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let gate = |n: i64| {
+            let seen = seen.clone();
+            move |fresh: &[bool]| {
+                seen.lock().unwrap().push((n, fresh.to_vec()));
+                Some(event(n))
+            }
+        };
+        // New records: the event is recorded with the request's origin.
+        let (fresh, recorded) = log
+            .insert_jtis_gated(&[key(1), key(2)], &origin, gate(1))
+            .await
+            .unwrap();
+        assert_eq!((fresh, recorded), (vec![true, true], true));
+        // One replayed record: no event, and the gate is not asked.
+        let (fresh, recorded) = log
+            .insert_jtis_gated(&[key(3), key(2)], &origin, gate(2))
+            .await
+            .unwrap();
+        assert_eq!((fresh, recorded), (vec![true, false], false));
+        // A gate that issues nothing, and an event the store would refuse: nothing recorded.
+        let (_, recorded) = log
+            .insert_jtis_gated(&[key(4)], &origin, |_: &[bool]| None)
+            .await
+            .unwrap();
+        assert!(!recorded);
+        let (fresh, recorded) = log
+            .insert_jtis_gated(&[key(5)], &origin, |_: &[bool]| {
+                let mut bad = event(5);
+                bad.scopes = vec![String::new()];
+                Some(bad)
+            })
+            .await
+            .unwrap();
+        assert_eq!((fresh, recorded), (vec![true], false));
+        assert_eq!(*seen.lock().unwrap(), [(1, vec![true, true])]);
+        let summary = chain(store.as_ref()).await.unwrap();
+        assert_eq!(summary.events, 1);
+        let rows = store.audit_events(1, 10).await.unwrap();
+        assert_eq!(rows[0].event.client_id.as_deref(), Some("c1"));
+        assert_eq!(rows[0].event.request_id.as_deref(), Some("g"));
+        // The records of the refused requests are durable all the same.
+        assert_eq!(
+            log.insert_jtis(&[key(4), key(5), key(6)]).await.unwrap(),
+            [false, false, true]
+        );
     }
 
     /// Whatever is queued when the writer looks is one transaction.

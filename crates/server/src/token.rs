@@ -24,6 +24,7 @@ use segl_jose::dpop::VerifiedDpop;
 use segl_proto::ErrorCode;
 use segl_proto::token::TokenResponse;
 use segl_store::{JtiKind, Redemption, Rotation};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Marks a refresh family among the ids recorded with a code (access tokens are plain jtis).
 const FAMILY_PREFIX: &str = "refresh-family:";
@@ -70,6 +71,9 @@ async fn handle(
     let assertion = verify_assertion(app, &auth, Endpoint::Token, now, origin).await?;
     limit_client(app, &assertion)?;
     let proof = dpop::check(app, headers, &app.policy.token_endpoint, now)?;
+    if let TokenRequest::ClientCredentials(r) = &request {
+        return client_credentials(app, assertion, proof, r, origin, now).await;
+    }
     let (client, dpop) = record_jtis(app, assertion, proof, origin).await?;
     // Which organization the client acts for: from its assertion (any grant, so a refresh can
     // switch organization), else what the grant remembers.
@@ -81,24 +85,9 @@ async fn handle(
         now,
     };
     match &request {
-        TokenRequest::ClientCredentials(r) => {
-            let org = select_org(app, &client, asserted.as_ref())?;
-            let claims = grant::client_credentials(
-                &client,
-                r,
-                &app.settings.registry,
-                &app.policy,
-                now,
-                new_id()?,
-                dpop.as_ref(),
-                &org,
-            )?;
-            let access_token = sign_access_token(app, &claims)?;
-            let event = Event::issued(EventKind::TokenIssued, now, &claims, None)
-                .with_detail("grant=client_credentials");
-            app.audit.record(event, origin).await?;
-            Ok(token_response(&response(access_token, &claims, None)))
-        }
+        TokenRequest::ClientCredentials(_) => Err(ApiError::Internal(
+            "client_credentials is answered before the replay records".into(),
+        )),
         TokenRequest::AuthorizationCode(exchange) => code_grant(app, &client, exchange, &cx).await,
         TokenRequest::RefreshToken(r) => refresh_grant(app, &client, r, &cx).await,
         TokenRequest::TokenExchange(r) => exchange_grant(app, &client, r, &cx).await,
@@ -116,6 +105,119 @@ struct Context<'a> {
     origin: &'a Origin,
     /// Now.
     now: UnixTime,
+}
+
+/// `client_credentials` with one durable commit: the assertion's and the proof's `jti` and the
+/// token's audit event go in the same group commit, the event only if both records were new
+/// (the writer builds the claims from the verdicts); the token is signed after the commit.
+async fn client_credentials(
+    app: &App,
+    assertion: VerifiedAssertion,
+    proof: Option<segl_jose::dpop::CheckedProof>,
+    request: &grant::ClientCredentialsRequest,
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<Response, ApiError> {
+    let items = replay_items(&assertion, proof.as_ref());
+    let jti = new_id()?;
+    // The claims the writer's transaction issued for this request (its last attempt's).
+    let issued = Arc::new(Mutex::new(None::<grant::AccessTokenClaims>));
+    let gate = {
+        let (app, assertion, proof, request) = (
+            app.clone(),
+            assertion.clone(),
+            proof.clone(),
+            request.clone(),
+        );
+        let (issued, jti) = (issued.clone(), jti.clone());
+        move |fresh: &[bool]| -> Option<Event> {
+            let claims = (|| {
+                let client = assertion.clone().accept(verdict(fresh, 0)).ok()?;
+                let dpop = match &proof {
+                    Some(p) => Some(p.clone().accept(verdict(fresh, 1)).ok()?),
+                    None => None,
+                };
+                client_credentials_claims(&app, &client, dpop.as_ref(), &request, now, jti.clone())
+                    .ok()
+            })();
+            let event = claims.as_ref().map(|claims| {
+                Event::issued(EventKind::TokenIssued, now, claims, None)
+                    .with_detail("grant=client_credentials")
+            });
+            *issued.lock().unwrap_or_else(PoisonError::into_inner) = claims;
+            event
+        }
+    };
+    let (fresh, recorded) = app.audit.insert_jtis_gated(&items, origin, gate).await?;
+    // A replayed assertion or proof is refused here, with its audit event.
+    let client = accept(app, assertion, verdict(&fresh, 0), origin).await?;
+    let dpop = match proof {
+        Some(p) => Some(p.accept(verdict(&fresh, 1)).map_err(dpop::to_oauth)?),
+        None => None,
+    };
+    let issued = issued.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let claims = match issued {
+        Some(claims) if recorded => claims,
+        _ => {
+            // The grant's refusal (the writer met the same and recorded nothing), else the
+            // event could not be stored.
+            client_credentials_claims(app, &client, dpop.as_ref(), request, now, jti)?;
+            return Err(ApiError::Store(segl_store::Error::Unavailable(
+                "the token's audit event could not be recorded".into(),
+            )));
+        }
+    };
+    let access_token = sign_access_token(app, &claims)?;
+    Ok(token_response(&response(access_token, &claims, None)))
+}
+
+/// The claims of a `client_credentials` token: the organization the client acts for (from its
+/// assertion's `assertion_details`, else its own), the API and scopes, the DPoP binding.
+fn client_credentials_claims(
+    app: &App,
+    client: &AuthenticatedClient,
+    dpop: Option<&VerifiedDpop>,
+    request: &grant::ClientCredentialsRequest,
+    now: UnixTime,
+    jti: String,
+) -> Result<grant::AccessTokenClaims, ApiError> {
+    let asserted = organization::from_assertion(client.assertion_claims())?.cloned();
+    let org = select_org(app, client, asserted.as_ref())?;
+    Ok(grant::client_credentials(
+        client,
+        request,
+        &app.settings.registry,
+        &app.policy,
+        now,
+        jti,
+        dpop,
+        &org,
+    )?)
+}
+
+/// The verdict on the `i`th replay record (absent: not fresh).
+fn verdict(fresh: &[bool], i: usize) -> bool {
+    fresh.get(i).copied().unwrap_or(false)
+}
+
+/// The replay records of a request: the assertion's `jti`, then the proof's.
+fn replay_items(
+    assertion: &VerifiedAssertion,
+    proof: Option<&segl_jose::dpop::CheckedProof>,
+) -> Vec<(JtiKind, [u8; 32], i64)> {
+    let mut items = vec![(
+        JtiKind::ClientAssertion,
+        assertion.replay_key(),
+        assertion.remember_until().secs(),
+    )];
+    if let Some(proof) = proof {
+        items.push((
+            JtiKind::DpopProof,
+            proof.replay_key(),
+            proof.remember_until(dpop::PROOF_MAX_AGE) + 1,
+        ));
+    }
+    items
 }
 
 /// Token exchange (RFC 8693): verify the subject token, decide, sign, audit.
@@ -622,30 +724,17 @@ pub(crate) async fn record_jtis(
     proof: Option<segl_jose::dpop::CheckedProof>,
     origin: &Origin,
 ) -> Result<(AuthenticatedClient, Option<VerifiedDpop>), ApiError> {
-    let Some(proof) = proof else {
-        return Ok((record_assertion(app, assertion, origin).await?, None));
-    };
-    let items = [
-        (
-            JtiKind::ClientAssertion,
-            assertion.replay_key(),
-            assertion.remember_until().secs(),
-        ),
-        (
-            JtiKind::DpopProof,
-            proof.replay_key(),
-            proof.remember_until(dpop::PROOF_MAX_AGE) + 1,
-        ),
-    ];
     // Durable before anything is issued, in the group commit shared with concurrent requests.
-    let fresh = app.audit.insert_jtis(&items).await?;
-    let (a, p) = (
-        fresh.first().copied().unwrap_or(false),
-        fresh.get(1).copied().unwrap_or(false),
-    );
-    let client = accept(app, assertion, a, origin).await?;
-    let dpop = proof.accept(p).map_err(dpop::to_oauth)?;
-    Ok((client, Some(dpop)))
+    let fresh = app
+        .audit
+        .insert_jtis(&replay_items(&assertion, proof.as_ref()))
+        .await?;
+    let client = accept(app, assertion, verdict(&fresh, 0), origin).await?;
+    let dpop = match proof {
+        Some(p) => Some(p.accept(verdict(&fresh, 1)).map_err(dpop::to_oauth)?),
+        None => None,
+    };
+    Ok((client, dpop))
 }
 
 /// The store's verdict on the assertion's `jti`: a replay is refused, and is an audit event.

@@ -95,6 +95,12 @@ pub struct AuditCheckpoint {
 /// [`crate::Store::append_audit`] for each event, in order, inside its transaction.
 pub type AuditLink<'a> = dyn Fn(&[u8; 32], i64, &AuditEvent) -> [u8; 32] + Sync + 'a;
 
+/// The audit events a group commit appends only as its replay records allow: given the
+/// verdicts of [`crate::Store::commit_group`]'s `jtis` (in their order), the events to append
+/// after the unconditional ones, in the same transaction. Called inside the transaction, after
+/// the `jti` inserts, and again if the transaction is retried, so it must be pure.
+pub type AuditGate<'a> = dyn Fn(&[bool]) -> Vec<AuditEvent> + Sync + 'a;
+
 /// The longest text the store accepts in one audit field or list item, in bytes.
 pub const MAX_AUDIT_TEXT: usize = 4096;
 /// The most items in one audit list.

@@ -16,8 +16,8 @@ mod refresh;
 mod sqlite;
 
 pub use audit::{
-    AuditCheckpoint, AuditEvent, AuditHead, AuditLink, AuditQuery, AuditRecord, MAX_AUDIT_ITEMS,
-    MAX_AUDIT_TEXT, check_audit_event,
+    AuditCheckpoint, AuditEvent, AuditGate, AuditHead, AuditLink, AuditQuery, AuditRecord,
+    MAX_AUDIT_ITEMS, MAX_AUDIT_TEXT, check_audit_event,
 };
 pub use error::Error;
 pub use postgres::PgStore;
@@ -419,14 +419,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     -> Result<i64, Error>;
 
     /// The group commit of a server's durable writer: [`Store::insert_jtis`] for `jtis` and
-    /// [`Store::append_audit`] for `events`, in **one** transaction, so that concurrent
-    /// requests' replay records and audit events share one durable commit. Returns the `jti`
-    /// verdicts in order (a key repeated within `jtis` is fresh only the first time). Nothing
-    /// is written when it fails.
+    /// [`Store::append_audit`] for `events` followed by `gated(verdicts)`, in **one**
+    /// transaction, so that concurrent requests' replay records and audit events share one
+    /// durable commit, and a request can have its replay records and the event of what they
+    /// allow it to issue committed together. Returns the `jti` verdicts in order (a key
+    /// repeated within `jtis` is fresh only the first time). Nothing is written when it fails;
+    /// an event (of either kind) that fails [`check_audit_event`] fails the whole commit.
     async fn commit_group(
         &self,
         jtis: &[(JtiKind, &[u8], i64)],
         events: &[AuditEvent],
+        gated: &AuditGate<'_>,
         link: &AuditLink<'_>,
     ) -> Result<Vec<bool>, Error>;
 

@@ -25,8 +25,8 @@ use crate::audit::{self, QueryParam};
 use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
 use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
 use crate::{
-    AuditCheckpoint, AuditEvent, AuditHead, AuditLink, AuditQuery, AuditRecord, Error, JtiKind,
-    RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
+    AuditCheckpoint, AuditEvent, AuditGate, AuditHead, AuditLink, AuditQuery, AuditRecord, Error,
+    JtiKind, RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -358,17 +358,27 @@ async fn commit_group_once(
     pool: &PgPool,
     jtis: &[(JtiKind, &[u8], i64)],
     events: &[AuditEvent],
+    gated: &AuditGate<'_>,
     link: &AuditLink<'_>,
 ) -> Result<Result<(Vec<bool>, i64), Error>, sqlx::Error> {
     let mut tx = pool
         .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
         .await?;
     let fresh = insert_jtis_in(&mut tx, jtis).await?;
+    let allowed = gated(&fresh);
+    if let Some(Err(e)) = allowed
+        .iter()
+        .map(audit::check_audit_event)
+        .find(Result::is_err)
+    {
+        return Ok(Err(e));
+    }
+    let events: Vec<&AuditEvent> = events.iter().chain(&allowed).collect();
     if events.is_empty() {
         tx.commit().await?;
         return Ok(Ok((fresh, 0)));
     }
-    let seq = match append_segment(&mut tx, events, link).await? {
+    let seq = match append_segment(&mut tx, &events, link).await? {
         Ok(seq) => seq,
         Err(e) => return Ok(Err(e)),
     };
@@ -421,7 +431,8 @@ async fn append_audit_once(
     let mut tx = pool
         .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
         .await?;
-    let seq = match append_segment(&mut tx, events, link).await? {
+    let events: Vec<&AuditEvent> = events.iter().collect();
+    let seq = match append_segment(&mut tx, &events, link).await? {
         Ok(seq) => seq,
         Err(e) => return Ok(Err(e)),
     };
@@ -433,7 +444,7 @@ async fn append_audit_once(
 /// (`FOR UPDATE`) until it commits; returns the last seq.
 async fn append_segment(
     conn: &mut sqlx::PgConnection,
-    events: &[AuditEvent],
+    events: &[&AuditEvent],
     link: &AuditLink<'_>,
 ) -> Result<Result<i64, Error>, sqlx::Error> {
     let Some((mut seq, hash)) = sqlx::query_as::<_, (i64, Vec<u8>)>(
@@ -467,7 +478,8 @@ async fn append_segment(
         hashes.push(hash.to_vec());
         prev = hash;
     }
-    let text = |f: fn(&AuditEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    let text =
+        |f: fn(&AuditEvent) -> Option<String>| events.iter().map(|e| f(e)).collect::<Vec<_>>();
     sqlx::query(INSERT_AUDIT_EVENTS)
         .bind(&seqs)
         .bind(events.iter().map(|e| e.time).collect::<Vec<_>>())
@@ -976,6 +988,7 @@ impl Store for PgStore {
         &self,
         jtis: &[(JtiKind, &[u8], i64)],
         events: &[AuditEvent],
+        gated: &AuditGate<'_>,
         link: &AuditLink<'_>,
     ) -> Result<Vec<bool>, Error> {
         for (_, key, _) in jtis {
@@ -986,7 +999,7 @@ impl Store for PgStore {
         }
         let (fresh, _) = self
             .run("commit_group", || {
-                commit_group_once(&self.pool, jtis, events, link)
+                commit_group_once(&self.pool, jtis, events, gated, link)
             })
             .await??;
         Ok(fresh)

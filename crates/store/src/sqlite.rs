@@ -18,8 +18,8 @@ use crate::audit::{self, QueryParam};
 use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
 use crate::refresh::{MAX_PASSES, Step, TokenRow, TokenState, decide};
 use crate::{
-    AuditCheckpoint, AuditEvent, AuditHead, AuditLink, AuditQuery, AuditRecord, Error, JtiKind,
-    RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
+    AuditCheckpoint, AuditEvent, AuditGate, AuditHead, AuditLink, AuditQuery, AuditRecord, Error,
+    JtiKind, RecordKind, Redemption, RefreshRecord, Rotation, Store, StoredKey, redact_url,
 };
 use async_trait::async_trait;
 use sqlx::Row;
@@ -42,6 +42,11 @@ const MAX_CONNECTIONS: u32 = 8;
 /// Opening does not create the schema: call [`Store::migrate`] once after [`SqliteStore::open`].
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The connection of the durable writer's group commits (a database file; `None` in
+    /// memory, where the pool's one connection is the database, and once closed). One
+    /// connection for the hot write path keeps its page cache warm: SQLite drops a
+    /// connection's cache whenever another connection has written.
+    writer: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
     /// The URL the store was opened with, for `Debug` and messages.
     url: String,
 }
@@ -85,8 +90,12 @@ impl SqliteStore {
             .map_err(|e| Error::Config(format!("invalid SQLite URL {shown:?}: {e}")))?
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .synchronous(SqliteSynchronous::Full);
+            .synchronous(SqliteSynchronous::Full)
+            // Statement journals (a multi-row INSERT inside a transaction keeps one so that the
+            // statement alone can be undone) in memory rather than in temporary files.
+            .pragma("temp_store", "memory");
 
+        let writer_options = options.clone();
         let pool = if in_memory {
             // One connection that is never reaped: the database lives exactly as long as it.
             SqlitePoolOptions::new()
@@ -108,12 +117,28 @@ impl SqliteStore {
         if !in_memory {
             enable_wal(&pool).await.map_err(|e| in_context(&shown, e))?;
         }
-        Ok(SqliteStore { pool, url: shown })
+        let writer = if in_memory {
+            None
+        } else {
+            Some(
+                sqlx::ConnectOptions::connect(&writer_options)
+                    .await
+                    .map_err(|e| in_context(&shown, e))?,
+            )
+        };
+        Ok(SqliteStore {
+            pool,
+            writer: tokio::sync::Mutex::new(writer),
+            url: shown,
+        })
     }
 
     /// Closes every connection, waiting for the ones in use to be returned. Later calls on
     /// this store fail with [`Error::Unavailable`]; an in-memory database is gone.
     pub async fn close(&self) {
+        if let Some(conn) = self.writer.lock().await.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
         self.pool.close().await;
     }
 }
@@ -290,10 +315,12 @@ fn audit_record(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
 }
 
 /// Inserts one audit event at `seq` (the parameters in the order of [`audit::COLUMNS`]).
-const INSERT_AUDIT_EVENT: &str = "INSERT INTO audit_events (seq, time, event, client_id, \
+/// Inserts a batch of audit rows: the JSON array of [`AuditRow`]s bound to the one parameter.
+const INSERT_AUDIT_EVENTS: &str = "INSERT INTO audit_events (seq, time, event, client_id, \
      client_name, orgnr_parent, orgnr_child, orgnr_supplier, pid, actor_chain, audience, scopes, \
      jti, outcome, error, source, request_id, detail, prev_hash, hash) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+     SELECT value ->> 'seq', value ->> 'time', value ->> 'event', value ->> 'client_id', value ->> 'client_name', value ->> 'orgnr_parent', value ->> 'orgnr_child', value ->> 'orgnr_supplier', value ->> 'pid', value ->> 'actor_chain', value ->> 'audience', value ->> 'scopes', value ->> 'jti', value ->> 'outcome', value ->> 'error', value ->> 'source', value ->> 'request_id', value ->> 'detail', unhex(value ->> 'prev_hash'), unhex(value ->> 'hash') \
+     FROM jsonb_each(?)";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -815,7 +842,8 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)?;
-        let seq = append_segment(&mut tx, events, link).await?;
+        let events: Vec<&AuditEvent> = events.iter().collect();
+        let seq = append_segment(&mut tx, &events, link).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(seq)
     }
@@ -824,6 +852,7 @@ impl Store for SqliteStore {
         &self,
         jtis: &[(JtiKind, &[u8], i64)],
         events: &[AuditEvent],
+        gated: &AuditGate<'_>,
         link: &AuditLink<'_>,
     ) -> Result<Vec<bool>, Error> {
         for (_, key, _) in jtis {
@@ -832,17 +861,14 @@ impl Store for SqliteStore {
         for event in events {
             audit::check_audit_event(event)?;
         }
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        let fresh = insert_jtis_in(&mut tx, jtis).await?;
-        if !events.is_empty() {
-            append_segment(&mut tx, events, link).await?;
+        let mut writer = self.writer.lock().await;
+        match writer.as_mut() {
+            Some(conn) => commit_group_on(conn, jtis, events, gated, link).await,
+            None => {
+                let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                commit_group_on(&mut conn, jtis, events, gated, link).await
+            }
         }
-        tx.commit().await.map_err(map_err)?;
-        Ok(fresh)
     }
 
     async fn audit_head(&self) -> Result<AuditHead, Error> {
@@ -932,33 +958,105 @@ impl Store for SqliteStore {
     }
 }
 
-/// Inserts replay records in the caller's transaction; `true` for each key that was new.
+/// [`Store::commit_group`] on `conn`: `BEGIN IMMEDIATE`, the replay records, the events
+/// (the gated ones as the verdicts allow), `COMMIT`.
+async fn commit_group_on(
+    conn: &mut sqlx::SqliteConnection,
+    jtis: &[(JtiKind, &[u8], i64)],
+    events: &[AuditEvent],
+    gated: &AuditGate<'_>,
+    link: &AuditLink<'_>,
+) -> Result<Vec<bool>, Error> {
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE")
+        .await
+        .map_err(map_err)?;
+    let fresh = insert_jtis_in(&mut tx, jtis).await?;
+    let allowed = gated(&fresh);
+    for event in &allowed {
+        audit::check_audit_event(event)?;
+    }
+    let all: Vec<&AuditEvent> = events.iter().chain(&allowed).collect();
+    if !all.is_empty() {
+        append_segment(&mut tx, &all, link).await?;
+    }
+    tx.commit().await.map_err(map_err)?;
+    Ok(fresh)
+}
+
+/// Inserts a batch of replay keys with one statement: the batch is one JSON parameter that
+/// `jsonb_each` unrolls (its elements stay in SQLite's binary JSON, so
+/// each column is read without re-parsing text), so the statement is prepared once and the whole batch is one call on
+/// SQLite's worker thread, however many keys it holds. `RETURNING` names the keys that were
+/// new; a key repeated within the batch is new only at its first place.
 async fn insert_jtis_in(
     conn: &mut sqlx::SqliteConnection,
     items: &[(JtiKind, &[u8], i64)],
 ) -> Result<Vec<bool>, Error> {
-    let mut out = Vec::with_capacity(items.len());
-    for (kind, key, expires_at) in items {
-        let done = sqlx::query(
-            "INSERT INTO jti (kind, key, expires_at) VALUES (?, ?, ?) \
-             ON CONFLICT (kind, key) DO NOTHING",
-        )
-        .bind(kind.code())
-        .bind(*key)
-        .bind(*expires_at)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_err)?;
-        out.push(done.rows_affected() == 1);
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let rows: Vec<(i16, String, i64)> = items
+        .iter()
+        .map(|(kind, key, expires_at)| (kind.code(), hex(key), *expires_at))
+        .collect();
+    let batch = serde_json::to_string(&rows).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let inserted: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "INSERT INTO jti (kind, key, expires_at) \
+         SELECT value ->> 0, unhex(value ->> 1), value ->> 2 FROM jsonb_each(?) WHERE true \
+         ON CONFLICT (kind, key) DO NOTHING RETURNING kind, key",
+    )
+    .bind(batch)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    let mut new: std::collections::HashSet<(i64, Vec<u8>)> = inserted.into_iter().collect();
+    Ok(items
+        .iter()
+        .map(|(kind, key, _)| new.remove(&(i64::from(kind.code()), key.to_vec())))
+        .collect())
+}
+
+/// Lower-case hex, for blobs passed through JSON (`unhex` in SQL).
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// An audit row as one element of the JSON batch [`INSERT_AUDIT_EVENTS`] unrolls.
+#[derive(serde::Serialize)]
+struct AuditRow<'a> {
+    seq: i64,
+    time: i64,
+    event: &'a str,
+    client_id: Option<&'a str>,
+    client_name: Option<&'a str>,
+    orgnr_parent: Option<&'a str>,
+    orgnr_child: Option<&'a str>,
+    orgnr_supplier: Option<&'a str>,
+    pid: Option<&'a str>,
+    audience: Option<&'a str>,
+    jti: Option<&'a str>,
+    outcome: &'a str,
+    error: Option<&'a str>,
+    source: Option<&'a str>,
+    request_id: Option<&'a str>,
+    detail: Option<&'a str>,
+    actor_chain: String,
+    scopes: String,
+    prev_hash: String,
+    hash: String,
 }
 
 /// Appends `events` as one chain segment in the caller's write transaction (which holds the
-/// write lock, so no other appender can move the head meanwhile); returns the last seq.
+/// write lock, so no other appender can move the head meanwhile); returns the last seq. The
+/// hashes are chained here; the rows go in with one statement ([`INSERT_AUDIT_EVENTS`]).
 async fn append_segment(
     conn: &mut sqlx::SqliteConnection,
-    events: &[AuditEvent],
+    events: &[&AuditEvent],
     link: &AuditLink<'_>,
 ) -> Result<i64, Error> {
     let (mut seq, hash): (i64, Vec<u8>) =
@@ -968,37 +1066,42 @@ async fn append_segment(
             .map_err(map_err)?
             .ok_or_else(|| Error::Corrupt("the audit chain head is missing".to_owned()))?;
     let mut prev = audit::head_hash(&hash)?;
+    let mut rows = Vec::with_capacity(events.len());
     for event in events {
         seq = seq
             .checked_add(1)
             .ok_or_else(|| Error::Corrupt("the audit sequence overflowed".to_owned()))?;
         let hash = link(&prev, seq, event);
-        sqlx::query(INSERT_AUDIT_EVENT)
-            .bind(seq)
-            .bind(event.time)
-            .bind(&event.event)
-            .bind(&event.client_id)
-            .bind(&event.client_name)
-            .bind(&event.orgnr_parent)
-            .bind(&event.orgnr_child)
-            .bind(&event.orgnr_supplier)
-            .bind(&event.pid)
-            .bind(audit::join(&event.actor_chain))
-            .bind(&event.audience)
-            .bind(audit::join(&event.scopes))
-            .bind(&event.jti)
-            .bind(&event.outcome)
-            .bind(&event.error)
-            .bind(&event.source)
-            .bind(&event.request_id)
-            .bind(&event.detail)
-            .bind(&prev[..])
-            .bind(&hash[..])
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
+        rows.push(AuditRow {
+            seq,
+            time: event.time,
+            event: &event.event,
+            client_id: event.client_id.as_deref(),
+            client_name: event.client_name.as_deref(),
+            orgnr_parent: event.orgnr_parent.as_deref(),
+            orgnr_child: event.orgnr_child.as_deref(),
+            orgnr_supplier: event.orgnr_supplier.as_deref(),
+            pid: event.pid.as_deref(),
+            audience: event.audience.as_deref(),
+            jti: event.jti.as_deref(),
+            outcome: &event.outcome,
+            error: event.error.as_deref(),
+            source: event.source.as_deref(),
+            request_id: event.request_id.as_deref(),
+            detail: event.detail.as_deref(),
+            actor_chain: audit::join(&event.actor_chain),
+            scopes: audit::join(&event.scopes),
+            prev_hash: hex(&prev),
+            hash: hex(&hash),
+        });
         prev = hash;
     }
+    let batch = serde_json::to_string(&rows).map_err(|e| Error::Corrupt(e.to_string()))?;
+    sqlx::query(INSERT_AUDIT_EVENTS)
+        .bind(batch)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
     sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
         .bind(seq)
         .bind(&prev[..])
