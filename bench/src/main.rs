@@ -1777,6 +1777,123 @@ mod tests {
         assert_eq!(t.nonce_changes(), 1);
     }
 
+    /// A stub token endpoint: the first request is answered `use_dpop_nonce` with nonce
+    /// `n2`, the others 200 with a token. Returns its address and the DPoP headers it got.
+    async fn stub_server() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let mut chunk = [0u8; 4096];
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).into_owned();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let head = text[..end].to_ascii_lowercase();
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                                .map(str::to_owned)
+                        };
+                        let length: usize = header("content-length").unwrap().parse().unwrap();
+                        if buf.len() < end + 4 + length {
+                            continue;
+                        }
+                        buf.drain(..end + 4 + length);
+                        // The header as sent (the proof is case-sensitive).
+                        let proof = text[..end]
+                            .lines()
+                            .find_map(|l| l.strip_prefix("dpop: "))
+                            .unwrap_or_default()
+                            .to_owned();
+                        let first = {
+                            let mut seen = log.lock().unwrap();
+                            seen.push(proof);
+                            seen.len() == 1
+                        };
+                        let (status, body) = if first {
+                            ("400 Bad Request", r#"{"error":"use_dpop_nonce"}"#)
+                        } else {
+                            ("200 OK", r#"{"access_token":"t"}"#)
+                        };
+                        let response = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ndpop-nonce: n2\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        socket.write_all(response.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn use_dpop_nonce_is_retried_with_the_new_nonce() {
+        let (addr, seen) = stub_server().await;
+        let base = format!("http://{addr}");
+        let url = endpoint(&base, "/connect/token", "--issuer").unwrap();
+        let target = Target::new(&base, url.clone(), &url);
+        target.set_initial_nonce(Some("n1".into()));
+        let creds = Credentials {
+            client_id: "bench".into(),
+            scope: None,
+            resource: None,
+            kid: "k".into(),
+            typ: "client-authentication+jwt".into(),
+            key: segl_jose::SigningKey::generate(segl_jose::Alg::ES256).unwrap(),
+            dpop_key: Some(segl_jose::SigningKey::generate(segl_jose::Alg::ES256).unwrap()),
+        };
+        let jobs: Vec<Job> = (0..3)
+            .map(|_| {
+                let p = creds
+                    .template(&target, Some("n1"), unix_now().unwrap())
+                    .prepared(&creds.key)
+                    .unwrap();
+                (0, p)
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            targets: vec![target],
+            creds,
+        });
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let out = phase(&client, &shared, jobs, 1, deadline).await;
+        assert_eq!(out.error_count(), 0, "{:?}", out.all_errors());
+        assert_eq!(out.targets[0].latencies_us.len(), 3);
+        assert_eq!(out.targets[0].nonce_retries, 1);
+        assert_eq!(shared.targets[0].nonce().as_deref(), Some("n2"));
+        assert_eq!(shared.targets[0].nonce_changes(), 1);
+        // The retry carried the new nonce and a new proof; the later requests are pre-signed.
+        let nonces: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let jws = segl_jose::UnverifiedJws::parse(p).unwrap();
+                jws.unverified_claims()["nonce"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(nonces, ["n1", "n2", "n1", "n1"]);
+    }
+
     #[test]
     fn clock_ticks() {
         assert!(clock_ticks_per_second() >= 1);
