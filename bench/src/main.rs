@@ -135,6 +135,10 @@ struct Args {
     /// server process: the CPU times are summed.
     #[arg(long)]
     server_pid: Vec<u32>,
+    /// A database server's main process (e.g. PostgreSQL's postmaster): report the CPU time of
+    /// it and its child processes (the backends) during the timed phase.
+    #[arg(long)]
+    db_pid: Option<u32>,
     /// After pre-signing (on all cores), pin this process to this CPU for the measured run.
     #[arg(long)]
     pin_cpu: Option<usize>,
@@ -204,9 +208,9 @@ fn main() -> Result<()> {
         args.server_pid.len() <= MAX_TARGETS,
         "--server-pid: at most {MAX_TARGETS}"
     );
-    for pid in &args.server_pid {
+    for pid in args.server_pid.iter().chain(&args.db_pid) {
         cpu_ticks(&format!("/proc/{pid}/stat"))
-            .with_context(|| format!("--server-pid {pid}: cannot read its CPU time"))?;
+            .with_context(|| format!("process {pid}: cannot read its CPU time"))?;
     }
 
     let jwk_text =
@@ -321,6 +325,7 @@ fn main() -> Result<()> {
         duration: Duration::from_secs_f64(args.duration),
         clk_tck,
         server_pids: args.server_pid.clone(),
+        db_pid: args.db_pid,
         ceiling,
     };
     let report = runtime.block_on(run.execute(probes, warmup_jobs, timed_jobs, expires))?;
@@ -698,6 +703,7 @@ struct Run {
     duration: Duration,
     clk_tck: u64,
     server_pids: Vec<u32>,
+    db_pid: Option<u32>,
     ceiling: Option<CeilingSpec>,
 }
 
@@ -803,6 +809,13 @@ struct Report {
     /// The servers' CPU time during the timed phase, summed over `--server-pid`s.
     server_cpu_secs: Option<f64>,
     client_cpu_secs: Option<f64>,
+    /// With `--db-pid`: the database's CPU time (main process and children).
+    db_cpu_secs: Option<f64>,
+    /// CPU time of the whole machine (`/proc/stat`): busy (not idle or waiting for I/O), and
+    /// stolen by the hypervisor; and the number of CPUs.
+    machine_busy_secs: Option<f64>,
+    machine_steal_secs: Option<f64>,
+    machine_cpus: usize,
     /// Per target.
     targets: Vec<TargetReport>,
     /// Per `--server-pid`.
@@ -891,6 +904,72 @@ fn cpu_ticks(stat_path: &str) -> Result<u64> {
     let utime = next()?;
     let stime = next()?;
     Ok(utime + stime)
+}
+
+/// CPU ticks of `pid` and of each of its child processes, by process id (those that can be read).
+fn tree_ticks(pid: u32) -> BTreeMap<u32, u64> {
+    let mut ticks = BTreeMap::new();
+    if let Ok(t) = cpu_ticks(&format!("/proc/{pid}/stat")) {
+        ticks.insert(pid, t);
+    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return ticks;
+    };
+    for task in tasks.flatten() {
+        let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        for child in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            if let Ok(t) = cpu_ticks(&format!("/proc/{child}/stat")) {
+                ticks.insert(child, t);
+            }
+        }
+    }
+    ticks
+}
+
+/// The ticks the processes of `after` used since `before`: a process new in `after` counts from
+/// zero; one that exited in between is not counted.
+fn tree_delta(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(pid, a)| a.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// The whole machine's CPU time so far, from `/proc/stat`, in clock ticks.
+struct MachineTicks {
+    /// user + nice + system + irq + softirq (guest time is part of user).
+    busy: u64,
+    /// Stolen by the hypervisor.
+    steal: u64,
+    /// The number of CPUs listed.
+    cpus: usize,
+}
+
+fn machine_ticks() -> Option<MachineTicks> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut lines = text.lines();
+    let total = lines.next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = total
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let field = |i: usize| v.get(i).copied().unwrap_or(0);
+    let cpus = lines
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    Some(MachineTicks {
+        busy: field(0) + field(1) + field(2) + field(5) + field(6),
+        steal: field(7),
+        cpus,
+    })
 }
 
 /// Clock ticks per second for `/proc/*/stat`: `sysconf(_SC_CLK_TCK)`.
@@ -1014,6 +1093,8 @@ impl Run {
                 .collect()
         };
         let server_before = server_ticks()?;
+        let db_before = self.db_pid.map(tree_ticks);
+        let machine_before = machine_ticks();
         let client_before = cpu_ticks("/proc/self/stat").ok();
         let started = Instant::now();
         let outcome = phase(
@@ -1026,6 +1107,8 @@ impl Run {
         .await;
         let elapsed = started.elapsed();
         let server_after = server_ticks()?;
+        let db_after = self.db_pid.map(tree_ticks);
+        let machine_after = machine_ticks();
         let client_after = cpu_ticks("/proc/self/stat").ok();
         let rss_after = rss("VmRSS");
         let hwm = rss("VmHWM");
@@ -1098,6 +1181,19 @@ impl Run {
             max_ms: latencies.last().map_or(0.0, |&us| us as f64 / 1000.0),
             server_cpu_secs,
             client_cpu_secs: cpu(client_before, client_after),
+            db_cpu_secs: match (&db_before, &db_after) {
+                (Some(b), Some(a)) => Some(tree_delta(b, a) as f64 / tck),
+                _ => None,
+            },
+            machine_busy_secs: cpu(
+                machine_before.as_ref().map(|m| m.busy),
+                machine_after.as_ref().map(|m| m.busy),
+            ),
+            machine_steal_secs: cpu(
+                machine_before.as_ref().map(|m| m.steal),
+                machine_after.as_ref().map(|m| m.steal),
+            ),
+            machine_cpus: machine_after.as_ref().map_or(0, |m| m.cpus),
             targets: target_reports,
             ceiling_before,
             ceiling_after,
@@ -1319,7 +1415,12 @@ impl Report {
     }
 
     fn server_us_per_token(&self) -> Option<f64> {
-        self.server_cpu_secs
+        self.per_token_us(self.server_cpu_secs)
+    }
+
+    /// CPU seconds per token issued, in µs.
+    fn per_token_us(&self, cpu_secs: Option<f64>) -> Option<f64> {
+        cpu_secs
             .filter(|_| self.ok > 0)
             .map(|s| s * 1e6 / self.ok as f64)
     }
@@ -1486,6 +1587,29 @@ impl Report {
             }
             None => line("server CPU", "not measured (no --server-pid)".into()),
         }
+        if let (Some(pid), Some(cpu)) = (args.db_pid, self.db_cpu_secs) {
+            line(
+                "database CPU",
+                format!(
+                    "{:.2} s ({:.0}% of a core), {} µs/token  [pid {pid} and its children]",
+                    cpu,
+                    self.utilisation(Some(cpu)).unwrap_or(0.0) * 100.0,
+                    self.per_token_us(Some(cpu))
+                        .map_or("-".into(), |u| format!("{u:.0}")),
+                ),
+            );
+        }
+        if let Some(busy) = self.machine_busy_secs {
+            line(
+                "machine CPU",
+                format!(
+                    "{:.2} of {} CPUs busy, {:.2} stolen",
+                    self.utilisation(Some(busy)).unwrap_or(0.0),
+                    self.machine_cpus,
+                    self.utilisation(self.machine_steal_secs).unwrap_or(0.0),
+                ),
+            );
+        }
         if let Some(cpu) = self.client_cpu_secs {
             line(
                 "client CPU",
@@ -1564,6 +1688,25 @@ impl Report {
                 "use_dpop_nonce_retries".into(),
                 serde_json::json!(self.nonce_retries),
             );
+            object.insert("db_pid".into(), serde_json::json!(args.db_pid));
+            object.insert("db_cpu_s".into(), serde_json::json!(self.db_cpu_secs));
+            object.insert(
+                "db_cpu_util".into(),
+                serde_json::json!(self.utilisation(self.db_cpu_secs)),
+            );
+            object.insert(
+                "db_cpu_us_per_token".into(),
+                serde_json::json!(self.per_token_us(self.db_cpu_secs)),
+            );
+            object.insert(
+                "machine_cpu_busy".into(),
+                serde_json::json!(self.utilisation(self.machine_busy_secs)),
+            );
+            object.insert(
+                "machine_cpu_steal".into(),
+                serde_json::json!(self.utilisation(self.machine_steal_secs)),
+            );
+            object.insert("machine_cpus".into(), serde_json::json!(self.machine_cpus));
         }
         value
     }
@@ -1892,6 +2035,21 @@ mod tests {
             })
             .collect();
         assert_eq!(nonces, ["n1", "n2", "n1", "n1"]);
+    }
+
+    #[test]
+    fn process_trees_and_the_machine() {
+        // This test process and its children (none, or the test harness's).
+        let me = std::process::id();
+        let before = tree_ticks(me);
+        assert!(before.contains_key(&me));
+        let mut after = before.clone();
+        *after.get_mut(&me).unwrap() += 5;
+        after.insert(u32::MAX, 3);
+        assert_eq!(tree_delta(&before, &after), 8);
+        let m = machine_ticks().unwrap();
+        assert!(m.cpus >= 1);
+        assert!(m.busy > 0);
     }
 
     #[test]
