@@ -65,18 +65,22 @@ def fmt(v, f):
     return "-" if v is None else format(v, f)
 
 print("| mode | processes | DPoP | concurrency | tokens/s | ÷ 1 process | tokens per process | p50 ms | p99 ms "
-      "| server CPU µs/token (sum) | server CPU % (sum) | client CPU % | errors |")
-print("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+      "| server CPU µs/token (sum) | server CPU % (sum) | PostgreSQL CPU µs/token | machine CPUs busy "
+      "| client CPU % | errors |")
+print("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in runs:
     base = one.get((r["mode"], r["dpop_mode"], r["concurrency"]))
     ratio = "-" if r["processes"] == 1 or not base else "%.2f" % (r["tokens_per_s"] / base)
     per = " / ".join(str(t["tokens"]) for t in r.get("targets", []))
     util = r.get("server_cpu_util")
     cutil = r.get("client_cpu_util")
-    print("| %s | %d | %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %s | %s | %d |" % (
+    busy = r.get("machine_cpu_busy")
+    print("| %s | %d | %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %s | %s | %s | %s | %d |" % (
         r["mode"], r["processes"], r["dpop_mode"], r["concurrency"], r["tokens_per_s"], ratio, per,
         r["p50_ms"], r["p99_ms"], fmt(r.get("server_cpu_us_per_token"), ".0f"),
         fmt(None if util is None else 100 * util, ".0f"),
+        fmt(r.get("db_cpu_us_per_token"), ".0f"),
+        "-" if busy is None else "%.2f of %d" % (busy, r.get("machine_cpus", 0)),
         fmt(None if cutil is None else 100 * cutil, ".0f"), r["errors"]))
 PY
 }
@@ -271,6 +275,11 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain 2>/dev/null | head -1)" ]]; then COMMIT="$COMMIT (+ uncommitted changes)"; fi
 PG_VERSION="$(psql -h 127.0.0.1 -U postgres -d test -Atc 'SHOW server_version' 2>/dev/null || echo unknown)"
 PG_SYNC="$(psql -h 127.0.0.1 -U postgres -d test -Atc 'SHOW synchronous_commit' 2>/dev/null || echo unknown)"
+# PostgreSQL's main process: segl-load reports its CPU time and its backends' (--db-pid), if it
+# runs on this machine and its process can be read.
+PG_PID="$(psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT split_part(pg_read_file('postmaster.pid'), E'\n', 1)" 2>/dev/null || true)"
+DB_PID_ARG=()
+if [[ "$PG_PID" =~ ^[0-9]+$ && -r "/proc/$PG_PID/stat" ]]; then DB_PID_ARG=(--db-pid "$PG_PID"); fi
 echo
 echo "## Segl scale-out: one and three processes on one PostgreSQL"
 echo
@@ -304,7 +313,7 @@ for MODE in $MODES; do
                 OUT_JSON="$("$LOAD" --issuer "$ISSUER" "${TARGETS[@]}" --client-id "$CLIENT" \
                     --key "$DIR/bench.private.jwk.json" --scope bench:api/read \
                     --concurrency "$C" --requests "$REQUESTS" --duration "$DURATION" \
-                    --warmup "$WARMUP" "${PID_ARGS[@]}" "${LOAD_PIN[@]}" "${DP[@]}" --json)" || {
+                    --warmup "$WARMUP" "${PID_ARGS[@]}" "${DB_PID_ARG[@]}" "${LOAD_PIN[@]}" "${DP[@]}" --json)" || {
                     echo "scaleout.sh: segl-load failed ($MODE, $N processes, DPoP $DPOP, c=$C); server log tails:" >&2
                     for i in $(seq 0 $((N - 1))); do tail -n 10 "$DIR/server-$MODE-$i.log" >&2; done
                     exit 1
