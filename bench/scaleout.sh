@@ -65,9 +65,9 @@ def fmt(v, f):
     return "-" if v is None else format(v, f)
 
 print("| mode | processes | DPoP | concurrency | tokens/s | ÷ 1 process | tokens per process | p50 ms | p99 ms "
-      "| server CPU µs/token (sum) | server CPU % (sum) | PostgreSQL CPU µs/token | machine CPUs busy "
-      "| client CPU % | errors |")
-print("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "| server CPU µs/token (sum) | server CPU % (sum) | PostgreSQL CPU µs/token | PostgreSQL transactions per request "
+      "| machine CPUs busy | client CPU % | errors |")
+print("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in runs:
     base = one.get((r["mode"], r["dpop_mode"], r["concurrency"]))
     ratio = "-" if r["processes"] == 1 or not base else "%.2f" % (r["tokens_per_s"] / base)
@@ -75,11 +75,14 @@ for r in runs:
     util = r.get("server_cpu_util")
     cutil = r.get("client_cpu_util")
     busy = r.get("machine_cpu_busy")
-    print("| %s | %d | %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %s | %s | %s | %s | %d |" % (
+    xacts = r.get("pg_write_xacts")
+    sent = r.get("pg_requests")
+    per_request = "-" if xacts is None or not sent else "%.2f" % (xacts / sent)
+    print("| %s | %d | %s | %d | %.0f | %s | %s | %.2f | %.2f | %s | %s | %s | %s | %s | %s | %d |" % (
         r["mode"], r["processes"], r["dpop_mode"], r["concurrency"], r["tokens_per_s"], ratio, per,
         r["p50_ms"], r["p99_ms"], fmt(r.get("server_cpu_us_per_token"), ".0f"),
         fmt(None if util is None else 100 * util, ".0f"),
-        fmt(r.get("db_cpu_us_per_token"), ".0f"),
+        fmt(r.get("db_cpu_us_per_token"), ".0f"), per_request,
         "-" if busy is None else "%.2f of %d" % (busy, r.get("machine_cpus", 0)),
         fmt(None if cutil is None else 100 * cutil, ".0f"), r["errors"]))
 PY
@@ -280,6 +283,12 @@ PG_SYNC="$(psql -h 127.0.0.1 -U postgres -d test -Atc 'SHOW synchronous_commit' 
 PG_PID="$(psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT split_part(pg_read_file('postmaster.pid'), E'\n', 1)" 2>/dev/null || true)"
 DB_PID_ARG=()
 if [[ "$PG_PID" =~ ^[0-9]+$ && -r "/proc/$PG_PID/stat" ]]; then DB_PID_ARG=(--db-pid "$PG_PID"); fi
+
+# The next transaction id to be assigned (read without taking one): the difference over a run is
+# the number of transactions that wrote, in the whole cluster.
+next_xid() {
+    psql -h 127.0.0.1 -U postgres -d test -Atc 'SELECT pg_snapshot_xmax(pg_current_snapshot())' 2>/dev/null || echo ""
+}
 echo
 echo "## Segl scale-out: one and three processes on one PostgreSQL"
 echo
@@ -288,6 +297,7 @@ echo "- commit: $COMMIT; $(rustc --version 2>/dev/null || echo 'rustc unknown');
 echo "- ES256 tokens and client assertions; DPoP: a proof with the server nonce on every request (client bench-dpop)"
 echo "- pinned: servers together on CPU 0 (taskset), segl-load on CPU 1; unpinned: no pinning"
 echo "- timed phase ≤ ${DURATION} s or ≤ ${REQUESTS} requests after ${WARMUP} warm-up requests$([[ $QUICK -eq 1 ]] && echo ' (--quick)'); concurrency = requests in flight over all processes"
+echo "- PostgreSQL CPU: its main process and backends (segl-load --db-pid); transactions per request: write transactions in the cluster (transaction ids taken) over the requests of the run, warm-up included"
 echo "- load average at the start: $(cut -d" " -f1-3 /proc/loadavg)"
 echo
 
@@ -310,6 +320,7 @@ for MODE in $MODES; do
             if [[ "$DPOP" == on ]]; then CLIENT=bench-dpop; DP=(--dpop); fi
             for C in $CONCURRENCY; do
                 echo "$MODE, $N process(es), DPoP $DPOP, concurrency $C…" >&2
+                XID_BEFORE="$(next_xid)"
                 OUT_JSON="$("$LOAD" --issuer "$ISSUER" "${TARGETS[@]}" --client-id "$CLIENT" \
                     --key "$DIR/bench.private.jwk.json" --scope bench:api/read \
                     --concurrency "$C" --requests "$REQUESTS" --duration "$DURATION" \
@@ -318,7 +329,16 @@ for MODE in $MODES; do
                     for i in $(seq 0 $((N - 1))); do tail -n 10 "$DIR/server-$MODE-$i.log" >&2; done
                     exit 1
                 }
-                record mode="$MODE" processes="$N" dpop_mode="$DPOP" <<< "$OUT_JSON"
+                XID_AFTER="$(next_xid)"
+                XACTS=null
+                if [[ "$XID_BEFORE" =~ ^[0-9]+$ && "$XID_AFTER" =~ ^[0-9]+$ ]]; then
+                    XACTS=$((XID_AFTER - XID_BEFORE))
+                fi
+                # Requests sent in the whole run (probes, warm-up, timed phase, nonce retries),
+                # which the write transactions are divided by.
+                SENT="$(python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print(len(r["targets"]) + r["warmup"] + r["requests"] + r["use_dpop_nonce_retries"])' <<< "$OUT_JSON")"
+                record mode="$MODE" processes="$N" dpop_mode="$DPOP" pg_write_xacts="$XACTS" \
+                    pg_requests="$SENT" <<< "$OUT_JSON"
                 PROBLEMS="$(check "$N" <<< "$OUT_JSON")"
                 if [[ -n "$PROBLEMS" ]]; then
                     echo "scaleout.sh: $MODE, $N processes, DPoP $DPOP, c=$C: $PROBLEMS" >&2
