@@ -2,7 +2,7 @@
 # Scale-out: token throughput of one and of three `segl serve` processes on one PostgreSQL.
 #
 #   bash bench/scaleout.sh [--quick] [--no-build] [--concurrency "8 32 64"] [--dpop "off on"]
-#                          [--pinned | --no-pin] [--out DIR]
+#                          [--pinned | --no-pin] [--interleave] [--out DIR]
 #   bash bench/scaleout.sh --table FILE      (the table of kept JSON lines, nothing is run)
 #
 # One fresh PostgreSQL database (127.0.0.1:5432, user postgres, created through the database
@@ -15,14 +15,16 @@
 # CPU 0, segl-load on CPU 1: three processes in one process's CPU budget, which measures what
 # running three costs, not scaling) and "unpinned" (no pinning: servers and segl-load share all
 # CPUs). Both by default; --pinned or --no-pin runs one. --quick: 3 s runs instead of 10 s.
-# Every run must have 0 errors and, with three processes, each process about a third of the
-# tokens; otherwise the script exits non-zero after the table. --out DIR keeps results.jsonl
-# (one JSON object per run: segl-load --json plus mode, processes, dpop_mode). See
-# bench/README.md.
+# --interleave: start the three at once and run each one-process measurement right before its
+# three-process twin (the other two idle), so that a machine whose speed drifts over minutes
+# does not bias the comparison. Every run must have 0 errors and, with three processes, each
+# process about a third of the tokens; otherwise the script exits non-zero after the table.
+# --out DIR keeps results.jsonl (one JSON object per run: segl-load --json plus mode,
+# processes, dpop_mode). See bench/README.md.
 set -euo pipefail
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -32,6 +34,7 @@ DPOPS="off on"
 MODES="pinned unpinned"
 OUT=""
 TABLE=""
+INTERLEAVE=false
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -40,6 +43,7 @@ while [[ $# -gt 0 ]]; do
         --dpop) DPOPS="$2"; shift ;;
         --pinned) MODES="pinned" ;;
         --no-pin) MODES="unpinned" ;;
+        --interleave) INTERLEAVE=true ;;
         --out) OUT="$2"; shift ;;
         --table) TABLE="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -58,6 +62,9 @@ import json, sys
 
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 runs = [r for r in runs if "processes" in r]
+modes = list(dict.fromkeys(r["mode"] for r in runs))
+order = {id(r): i for i, r in enumerate(runs)}
+runs.sort(key=lambda r: (modes.index(r["mode"]), r["processes"], order[id(r)]))
 one = {(r["mode"], r["dpop_mode"], r["concurrency"]): r["tokens_per_s"]
        for r in runs if r["processes"] == 1}
 
@@ -296,57 +303,73 @@ echo "- machine: $NCPU CPUs, ${CPU_MODEL:-unknown CPU}, Linux $(uname -r); $(dat
 echo "- commit: $COMMIT; $(rustc --version 2>/dev/null || echo 'rustc unknown'); PostgreSQL $PG_VERSION (synchronous_commit $PG_SYNC, on the same machine, not pinned)"
 echo "- ES256 tokens and client assertions; DPoP: a proof with the server nonce on every request (client bench-dpop)"
 echo "- pinned: servers together on CPU 0 (taskset), segl-load on CPU 1; unpinned: no pinning"
+if [[ "$INTERLEAVE" == true ]]; then
+    echo "- order: the three processes run throughout; each one-process run (the other two idle) right before its three-process twin"
+else
+    echo "- order: per mode, every one-process run, then two more processes start and every three-process run"
+fi
 echo "- timed phase ≤ ${DURATION} s or ≤ ${REQUESTS} requests after ${WARMUP} warm-up requests$([[ $QUICK -eq 1 ]] && echo ' (--quick)'); concurrency = requests in flight over all processes"
 echo "- PostgreSQL CPU: its main process and backends (segl-load --db-pid); transactions per request: write transactions in the cluster (transaction ids taken) over the requests of the run, warm-up included"
 echo "- load average at the start: $(cut -d" " -f1-3 /proc/loadavg)"
 echo
 
+# measure MODE N DPOP C: one segl-load run against the first N processes; records it and
+# notes what check finds wrong.
+measure() {
+    local mode="$1" n="$2" dpop="$3" c="$4" i client=bench dp=() targets=() pid_args=()
+    local load_pin=() xid_before xid_after xacts=null sent out problems
+    [[ "$mode" == pinned ]] && load_pin=(--pin-cpu 1)
+    if [[ "$dpop" == on ]]; then client=bench-dpop; dp=(--dpop); fi
+    for i in $(seq 0 $((n - 1))); do
+        targets+=(--target "http://127.0.0.1:${PORTS[$i]}")
+        pid_args+=(--server-pid "${PIDS[$i]}")
+    done
+    echo "$mode, $n process(es), DPoP $dpop, concurrency $c…" >&2
+    xid_before="$(next_xid)"
+    out="$("$LOAD" --issuer "$ISSUER" "${targets[@]}" --client-id "$client" \
+        --key "$DIR/bench.private.jwk.json" --scope bench:api/read \
+        --concurrency "$c" --requests "$REQUESTS" --duration "$DURATION" \
+        --warmup "$WARMUP" "${pid_args[@]}" "${DB_PID_ARG[@]}" "${load_pin[@]}" "${dp[@]}" --json)" || {
+        echo "scaleout.sh: segl-load failed ($mode, $n processes, DPoP $dpop, c=$c); server log tails:" >&2
+        for i in $(seq 0 $((n - 1))); do tail -n 10 "$DIR/server-$mode-$i.log" >&2; done
+        exit 1
+    }
+    xid_after="$(next_xid)"
+    if [[ "$xid_before" =~ ^[0-9]+$ && "$xid_after" =~ ^[0-9]+$ ]]; then
+        xacts=$((xid_after - xid_before))
+    fi
+    # Requests sent in the whole run (probes, warm-up, timed phase, nonce retries), which the
+    # write transactions are divided by.
+    sent="$(python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print(len(r["targets"]) + r["warmup"] + r["requests"] + r["use_dpop_nonce_retries"])' <<< "$out")"
+    record mode="$mode" processes="$n" dpop_mode="$dpop" pg_write_xacts="$xacts" \
+        pg_requests="$sent" interleaved="$INTERLEAVE" <<< "$out"
+    problems="$(check "$n" <<< "$out")"
+    if [[ -n "$problems" ]]; then
+        echo "scaleout.sh: $mode, $n processes, DPoP $dpop, c=$c: $problems" >&2
+        FAILURES+=("$mode, $n processes, DPoP $dpop, c=$c: $problems")
+    fi
+}
+
 FAILURES=()
 for MODE in $MODES; do
-    LOAD_PIN=()
-    [[ "$MODE" == pinned ]] && LOAD_PIN=(--pin-cpu 1)
     PIDS=()
-    for N in 1 3; do
-        while [[ ${#PIDS[@]} -lt $N ]]; do start_segl "$MODE" "${#PIDS[@]}"; done
-        TARGETS=()
-        PID_ARGS=()
-        for i in $(seq 0 $((N - 1))); do
-            TARGETS+=(--target "http://127.0.0.1:${PORTS[$i]}")
-            PID_ARGS+=(--server-pid "${PIDS[$i]}")
-        done
+    if [[ "$INTERLEAVE" == true ]]; then
+        # All three up front; each one-process run is followed at once by its three-process run.
+        while [[ ${#PIDS[@]} -lt 3 ]]; do start_segl "$MODE" "${#PIDS[@]}"; done
         for DPOP in $DPOPS; do
-            CLIENT=bench
-            DP=()
-            if [[ "$DPOP" == on ]]; then CLIENT=bench-dpop; DP=(--dpop); fi
             for C in $CONCURRENCY; do
-                echo "$MODE, $N process(es), DPoP $DPOP, concurrency $C…" >&2
-                XID_BEFORE="$(next_xid)"
-                OUT_JSON="$("$LOAD" --issuer "$ISSUER" "${TARGETS[@]}" --client-id "$CLIENT" \
-                    --key "$DIR/bench.private.jwk.json" --scope bench:api/read \
-                    --concurrency "$C" --requests "$REQUESTS" --duration "$DURATION" \
-                    --warmup "$WARMUP" "${PID_ARGS[@]}" "${DB_PID_ARG[@]}" "${LOAD_PIN[@]}" "${DP[@]}" --json)" || {
-                    echo "scaleout.sh: segl-load failed ($MODE, $N processes, DPoP $DPOP, c=$C); server log tails:" >&2
-                    for i in $(seq 0 $((N - 1))); do tail -n 10 "$DIR/server-$MODE-$i.log" >&2; done
-                    exit 1
-                }
-                XID_AFTER="$(next_xid)"
-                XACTS=null
-                if [[ "$XID_BEFORE" =~ ^[0-9]+$ && "$XID_AFTER" =~ ^[0-9]+$ ]]; then
-                    XACTS=$((XID_AFTER - XID_BEFORE))
-                fi
-                # Requests sent in the whole run (probes, warm-up, timed phase, nonce retries),
-                # which the write transactions are divided by.
-                SENT="$(python3 -c 'import json, sys; r = json.loads(sys.stdin.read()); print(len(r["targets"]) + r["warmup"] + r["requests"] + r["use_dpop_nonce_retries"])' <<< "$OUT_JSON")"
-                record mode="$MODE" processes="$N" dpop_mode="$DPOP" pg_write_xacts="$XACTS" \
-                    pg_requests="$SENT" <<< "$OUT_JSON"
-                PROBLEMS="$(check "$N" <<< "$OUT_JSON")"
-                if [[ -n "$PROBLEMS" ]]; then
-                    echo "scaleout.sh: $MODE, $N processes, DPoP $DPOP, c=$C: $PROBLEMS" >&2
-                    FAILURES+=("$MODE, $N processes, DPoP $DPOP, c=$C: $PROBLEMS")
-                fi
+                measure "$MODE" 1 "$DPOP" "$C"
+                measure "$MODE" 3 "$DPOP" "$C"
             done
         done
-    done
+    else
+        for N in 1 3; do
+            while [[ ${#PIDS[@]} -lt $N ]]; do start_segl "$MODE" "${#PIDS[@]}"; done
+            for DPOP in $DPOPS; do
+                for C in $CONCURRENCY; do measure "$MODE" "$N" "$DPOP" "$C"; done
+            done
+        done
+    fi
     for pid in "${PIDS[@]}"; do stop_server "$pid"; done
 done
 
