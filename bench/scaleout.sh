@@ -73,7 +73,7 @@ def fmt(v, f):
 
 print("| mode | processes | DPoP | concurrency | tokens/s | ÷ 1 process | tokens per process | p50 ms | p99 ms "
       "| server CPU µs/token (sum) | server CPU % (sum) | PostgreSQL CPU µs/token | PostgreSQL transactions per request "
-      "| machine CPUs busy | client CPU % | errors |")
+      "| machine CPUs busy (stolen) | client CPU % | errors |")
 print("|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in runs:
     base = one.get((r["mode"], r["dpop_mode"], r["concurrency"]))
@@ -90,7 +90,7 @@ for r in runs:
         r["p50_ms"], r["p99_ms"], fmt(r.get("server_cpu_us_per_token"), ".0f"),
         fmt(None if util is None else 100 * util, ".0f"),
         fmt(r.get("db_cpu_us_per_token"), ".0f"), per_request,
-        "-" if busy is None else "%.2f of %d" % (busy, r.get("machine_cpus", 0)),
+        "-" if busy is None else "%.2f of %d (%.2f)" % (busy, r.get("machine_cpus", 0), r.get("machine_cpu_steal") or 0),
         fmt(None if cutil is None else 100 * cutil, ".0f"), r["errors"]))
 PY
 }
