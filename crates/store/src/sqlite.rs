@@ -314,12 +314,16 @@ fn audit_record(row: &SqliteRow) -> Result<AuditRecord, sqlx::Error> {
     })
 }
 
-/// Inserts one audit event at `seq` (the parameters in the order of [`audit::COLUMNS`]).
 /// Inserts a batch of audit rows: the JSON array of [`AuditRow`]s bound to the one parameter.
 const INSERT_AUDIT_EVENTS: &str = "INSERT INTO audit_events (seq, time, event, client_id, \
      client_name, orgnr_parent, orgnr_child, orgnr_supplier, pid, actor_chain, audience, scopes, \
      jti, outcome, error, source, request_id, detail, prev_hash, hash) \
-     SELECT value ->> 'seq', value ->> 'time', value ->> 'event', value ->> 'client_id', value ->> 'client_name', value ->> 'orgnr_parent', value ->> 'orgnr_child', value ->> 'orgnr_supplier', value ->> 'pid', value ->> 'actor_chain', value ->> 'audience', value ->> 'scopes', value ->> 'jti', value ->> 'outcome', value ->> 'error', value ->> 'source', value ->> 'request_id', value ->> 'detail', unhex(value ->> 'prev_hash'), unhex(value ->> 'hash') \
+     SELECT value ->> 'seq', value ->> 'time', value ->> 'event', value ->> 'client_id', \
+     value ->> 'client_name', value ->> 'orgnr_parent', value ->> 'orgnr_child', \
+     value ->> 'orgnr_supplier', value ->> 'pid', value ->> 'actor_chain', \
+     value ->> 'audience', value ->> 'scopes', value ->> 'jti', value ->> 'outcome', \
+     value ->> 'error', value ->> 'source', value ->> 'request_id', value ->> 'detail', \
+     unhex(value ->> 'prev_hash'), unhex(value ->> 'hash') \
      FROM jsonb_each(?)";
 
 #[async_trait]
