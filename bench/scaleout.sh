@@ -133,7 +133,7 @@ if [[ $BUILD -eq 1 ]]; then
     cargo build --release -j2 -p segl -p segl-bench >&2
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SEGL="$TARGET_DIR/release/segl"
+SEGL="${SEGL_BIN:-$TARGET_DIR/release/segl}"
 LOAD="$TARGET_DIR/release/segl-load"
 for bin in "$SEGL" "$LOAD"; do
     [[ -x "$bin" ]] || { echo "scaleout.sh: $bin is missing (run without --no-build)" >&2; exit 1; }
