@@ -62,38 +62,9 @@ cd "$ROOT"
 PEER_DIR="/work/shared/peer"
 PEER_CACHE="$ROOT/bench/.peer"
 PG_URL_BASE="postgres://postgres@127.0.0.1:5432"
+source "$ROOT/bench/common.sh"
+bench_binaries "$BUILD"
 
-TMP_DIRS=()
-SERVER_PIDS=()
-PG_DBS=()
-cleanup() {
-    local pid dir db
-    for pid in "${SERVER_PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for db in "${PG_DBS[@]}"; do
-        psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    done
-    for dir in "${TMP_DIRS[@]}"; do rm -rf -- "$dir"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [[ $BUILD -eq 1 ]]; then
-    echo "building (release)…" >&2
-    cargo build --release -j2 -p segl -p segl-bench >&2
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SEGL="${SEGL_BIN:-$TARGET_DIR/release/segl}"
-LOAD="$TARGET_DIR/release/segl-load"
-for bin in "$SEGL" "$LOAD"; do
-    [[ -x "$bin" ]] || { echo "matrix.sh: $bin is missing (run without --no-build)" >&2; exit 1; }
-done
 [[ "$(nproc)" -ge 2 ]] || { echo "matrix.sh: needs at least 2 CPUs (server on CPU 0, load on CPU 1)" >&2; exit 1; }
 
 WORK="$(mktemp -d -t segl-matrix.XXXXXX)"
@@ -103,58 +74,8 @@ mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-stop_server() {
-    local pid="$1"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 status_kb() { # PID FIELD -> kB
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
-}
-
-# wait_ready PID URL LOG SECONDS: waits for URL to answer; prints the seconds it took.
-wait_ready() {
-    local pid="$1" url="$2" log="$3" limit="$4" start now
-    start="$(date +%s.%N)"
-    while true; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "matrix.sh: the server exited before it was ready; its log:" >&2
-            tail -n 30 "$log" >&2
-            return 1
-        fi
-        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then break; fi
-        now="$(date +%s.%N)"
-        if python3 -c "import sys; sys.exit(0 if $now - $start > $limit else 1)"; then
-            echo "matrix.sh: the server was not ready after $limit s" >&2
-            return 1
-        fi
-        sleep 0.05
-    done
-    now="$(date +%s.%N)"
-    python3 -c "print(round($now - $start, 3))"
-}
-
-# record KEY=VALUE... < JSON: appends the JSON object with the extra fields to $RESULTS.
-record() {
-    python3 -c '
-import json, sys
-r = json.loads(sys.stdin.read())
-for kv in sys.argv[1:]:
-    k, v = kv.split("=", 1)
-    try:
-        v = json.loads(v)
-    except ValueError:
-        pass
-    r[k] = v
-print(json.dumps(r))
-' "$@" >> "$RESULTS"
 }
 
 # segl_config DIR PORT ALG DPOP(on|off) DATABASE_URL CLIENTS

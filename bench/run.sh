@@ -48,34 +48,8 @@ fi
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-
-TMP_DIRS=()
-SERVER_PIDS=()
-cleanup() {
-    local pid dir
-    for pid in "${SERVER_PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for dir in "${TMP_DIRS[@]}"; do rm -rf -- "$dir"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [[ $BUILD -eq 1 ]]; then
-    echo "building (release)…" >&2
-    cargo build --release -j2 -p segl -p segl-bench >&2
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SEGL="${SEGL_BIN:-$TARGET_DIR/release/segl}"
-LOAD="$TARGET_DIR/release/segl-load"
-for bin in "$SEGL" "$LOAD"; do
-    [[ -x "$bin" ]] || { echo "run.sh: $bin is missing (run without --no-build)" >&2; exit 1; }
-done
+source "$ROOT/bench/common.sh"
+bench_binaries "$BUILD"
 
 NCPU="$(nproc)"
 if [[ $NCPU -ge 2 ]]; then
@@ -87,18 +61,6 @@ else
     LOAD_PIN=()
     PINNING="none (only one CPU: server and segl-load share it)"
 fi
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-stop_server() {
-    local pid="$1"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if [[ -n "$(git status --porcelain 2>/dev/null | head -1)" ]]; then COMMIT="$COMMIT (+ uncommitted changes)"; fi

@@ -106,38 +106,9 @@ else
     DURATION=10; REQUESTS=100000; WARMUP=1000
 fi
 PG_URL_BASE="postgres://postgres@127.0.0.1:5432"
+source "$ROOT/bench/common.sh"
+bench_binaries "$BUILD"
 
-TMP_DIRS=()
-SERVER_PIDS=()
-PG_DBS=()
-cleanup() {
-    local pid dir db
-    for pid in "${SERVER_PIDS[@]}"; do
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
-    for db in "${PG_DBS[@]}"; do
-        psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    done
-    for dir in "${TMP_DIRS[@]}"; do rm -rf -- "$dir"; done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-if [[ $BUILD -eq 1 ]]; then
-    echo "building (release)…" >&2
-    cargo build --release -j2 -p segl -p segl-bench >&2
-fi
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SEGL="${SEGL_BIN:-$TARGET_DIR/release/segl}"
-LOAD="$TARGET_DIR/release/segl-load"
-for bin in "$SEGL" "$LOAD"; do
-    [[ -x "$bin" ]] || { echo "scaleout.sh: $bin is missing (run without --no-build)" >&2; exit 1; }
-done
 NCPU="$(nproc)"
 if [[ " $MODES " == *" pinned "* && $NCPU -lt 2 ]]; then
     echo "scaleout.sh: the pinned mode needs at least 2 CPUs (servers on CPU 0, load on CPU 1); use --no-pin" >&2
@@ -150,50 +121,6 @@ if [[ -z "$OUT" ]]; then OUT="$WORK/out"; fi
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
 : > "$RESULTS"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-stop_server() {
-    local pid="$1"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# wait_ready PID URL LOG: waits (at most 60 s) for URL to answer.
-wait_ready() {
-    local pid="$1" url="$2" log="$3"
-    for _ in $(seq 1200); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "scaleout.sh: the server exited before it was ready; its log:" >&2
-            tail -n 30 "$log" >&2
-            return 1
-        fi
-        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "scaleout.sh: the server was not ready after 60 s" >&2
-    return 1
-}
-
-# record KEY=VALUE... < JSON: appends the JSON object with the extra fields to $RESULTS.
-record() {
-    python3 -c '
-import json, sys
-r = json.loads(sys.stdin.read())
-for kv in sys.argv[1:]:
-    k, v = kv.split("=", 1)
-    try:
-        v = json.loads(v)
-    except ValueError:
-        pass
-    r[k] = v
-print(json.dumps(r))
-' "$@" >> "$RESULTS"
-}
 
 # check PROCESSES < JSON: prints what is wrong with a run (nothing if it is fine): errors, a
 # target without a third of the tokens (± 2 points), a process that used no CPU.
@@ -277,7 +204,7 @@ start_segl() {
     local pid=$!
     SERVER_PIDS+=("$pid")
     PIDS+=("$pid")
-    wait_ready "$pid" "http://127.0.0.1:$port/health/ready" "$log"
+    wait_ready "$pid" "http://127.0.0.1:$port/health/ready" "$log" 60 > /dev/null
 }
 
 CPU_MODEL="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
