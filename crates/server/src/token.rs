@@ -761,19 +761,7 @@ pub(crate) async fn record_assertion(
     verified: VerifiedAssertion,
     origin: &Origin,
 ) -> Result<AuthenticatedClient, ApiError> {
-    let item = (
-        JtiKind::ClientAssertion,
-        verified.replay_key(),
-        verified.remember_until().secs(),
-    );
-    let fresh = app.audit.insert_jtis(&[item]).await?;
-    accept(
-        app,
-        verified,
-        fresh.first().copied().unwrap_or(false),
-        origin,
-    )
-    .await
+    Ok(record_jtis(app, verified, None, origin).await?.0)
 }
 
 /// 128 random bits as 32 upper-case hex digits (HelseID's `jti` shape).
