@@ -46,6 +46,10 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 4,
         sql: include_str!("../migrations/sqlite/0004_audit.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("../migrations/sqlite/0005_jti_rowid.sql"),
+    },
 ];
 
 /// PostgreSQL migrations, oldest first.
@@ -65,6 +69,10 @@ pub(crate) const POSTGRES: &[Migration] = &[
     Migration {
         version: 4,
         sql: include_str!("../migrations/postgres/0004_audit.sql"),
+    },
+    Migration {
+        version: 5,
+        sql: include_str!("../migrations/postgres/0005_jti_rowid.sql"),
     },
 ];
 
@@ -208,8 +216,8 @@ mod tests {
         assert_eq!(pending(SQLITE, &[]).len(), SQLITE.len());
         assert_eq!(pending(SQLITE, &[1]).len(), SQLITE.len() - 1);
         assert_eq!(pending(SQLITE, &[1, 2]).len(), SQLITE.len() - 2);
-        assert_eq!(pending(SQLITE, &[1, 2, 3]).len(), 1);
-        assert!(pending(SQLITE, &[1, 2, 3, 4]).is_empty());
-        assert!(pending(SQLITE, &[1, 2, 3, 4, 99]).is_empty());
+        assert_eq!(pending(SQLITE, &[1, 2, 3, 4]).len(), 1);
+        assert!(pending(SQLITE, &[1, 2, 3, 4, 5]).is_empty());
+        assert!(pending(SQLITE, &[1, 2, 3, 4, 5, 99]).is_empty());
     }
 }

@@ -299,7 +299,7 @@ mod cases {
         );
         store.migrate().await.unwrap();
         db.store().await.migrate().await.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
+        assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5]);
         assert!(
             !store
                 .insert_jti(JtiKind::DpopProof, b"k", 100)
@@ -317,7 +317,7 @@ mod cases {
         results.1.unwrap();
         results.2.unwrap();
         results.3.unwrap();
-        assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4]);
+        assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5]);
         assert!(
             a.insert_jti(JtiKind::ClientAssertion, b"x", 1)
                 .await
@@ -2338,4 +2338,82 @@ async fn postgres_unknown_database_is_config() {
     let url = with_database(&base, &format!("segl_missing_{}", random_hex()));
     let result = PgStore::open(&url).await;
     assert!(matches!(result, Err(Error::Config(_))), "{result:?}");
+}
+
+/// A database at schema version 4 (`jti` a WITHOUT ROWID table) keeps its replay records
+/// through version 5, which moves them to a rowid table with the same unique key.
+#[tokio::test]
+async fn sqlite_version_5_keeps_the_replay_records() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("segl.db").display());
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for script in [
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/sqlite/0002_login.sql"),
+            include_str!("../migrations/sqlite/0003_refresh.sql"),
+            include_str!("../migrations/sqlite/0004_audit.sql"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(script))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE schema_migrations \
+             (version BIGINT NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL); \
+             INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0), (4, 0); \
+             INSERT INTO jti (kind, key, expires_at) VALUES (2, x'6b', 4000000000), (2, x'6c', 1);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = segl_store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let db = Db { url: url.clone() };
+    assert_eq!(db.migration_versions().await, vec![1, 2, 3, 4, 5]);
+    // The record made before the upgrade is still a replay; a new one is fresh once.
+    assert!(
+        !store
+            .insert_jti(JtiKind::DpopProof, b"k", 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .insert_jti(JtiKind::DpopProof, b"n", 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_jti(JtiKind::DpopProof, b"n", 100)
+            .await
+            .unwrap()
+    );
+    // The expired one is still purged through the rebuilt index.
+    assert_eq!(store.purge_expired(2).await.unwrap(), 1);
+    assert!(
+        store
+            .insert_jti(JtiKind::DpopProof, b"l", 100)
+            .await
+            .unwrap()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let sql: String =
+        sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jti'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(!sql.to_uppercase().contains("WITHOUT ROWID"), "{sql}");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jti' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(indexes.iter().any(|n| n == "jti_expires_at"), "{indexes:?}");
 }
