@@ -4,7 +4,7 @@
 -- Version 1 made `jti` a WITHOUT ROWID table, i.e. a B-tree ordered by (kind, key). The keys
 -- are hashes, so every new record landed on a random page of the table, and the index on
 -- `expires_at` ordered each second's records by (kind, key) as well: a group commit of n
--- records dirtied about 2n pages, each written whole to the WAL. As a rowid table the rows
+-- records dirtied up to 2n pages, each written whole to the WAL. As a rowid table the rows
 -- are stored in insertion order and the `expires_at` index in (expires_at, rowid) order, both
 -- growing at their ends; only the unique index on (kind, key) takes random inserts.
 CREATE TABLE jti_rowid (
