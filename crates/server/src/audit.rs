@@ -115,14 +115,25 @@ impl AuditLog {
             event: Box::new(to_store(&event)),
             done,
         };
+        self.submit(pending, committed, "the audit writer has stopped")
+            .await?
+            .map_err(|why| Error::Unavailable(format!("audit log: {why}")))
+    }
+
+    /// Queues `pending` and waits for the writer's answer on `committed` (the other end of its
+    /// `done`); [`Error::Unavailable`] with `stopped` when the writer is gone.
+    async fn submit<T>(
+        &self,
+        pending: Pending,
+        committed: oneshot::Receiver<Result<T, String>>,
+        stopped: &str,
+    ) -> Result<Result<T, String>, Error> {
         if self.queue.send(pending).await.is_err() {
-            return Err(Error::Unavailable("the audit writer has stopped".into()));
+            return Err(Error::Unavailable(stopped.into()));
         }
-        match committed.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(Error::Unavailable(format!("audit log: {why}"))),
-            Err(_) => Err(Error::Unavailable("the audit writer has stopped".into())),
-        }
+        committed
+            .await
+            .map_err(|_| Error::Unavailable(stopped.into()))
     }
 
     /// Records replay keys durably (in the next group commit) and says, for each, whether it
@@ -136,14 +147,9 @@ impl AuditLog {
             items: items.to_vec(),
             done,
         };
-        if self.queue.send(pending).await.is_err() {
-            return Err(Error::Unavailable("the durable writer has stopped".into()));
-        }
-        match committed.await {
-            Ok(Ok(fresh)) => Ok(fresh),
-            Ok(Err(why)) => Err(Error::Unavailable(why)),
-            Err(_) => Err(Error::Unavailable("the durable writer has stopped".into())),
-        }
+        self.submit(pending, committed, "the durable writer has stopped")
+            .await?
+            .map_err(Error::Unavailable)
     }
 
     /// Records replay keys durably, as [`AuditLog::insert_jtis`] does, and — in the same
@@ -173,14 +179,9 @@ impl AuditLog {
             gate: Box::new(gate),
             done,
         };
-        if self.queue.send(pending).await.is_err() {
-            return Err(Error::Unavailable("the durable writer has stopped".into()));
-        }
-        match committed.await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(why)) => Err(Error::Unavailable(why)),
-            Err(_) => Err(Error::Unavailable("the durable writer has stopped".into())),
-        }
+        self.submit(pending, committed, "the durable writer has stopped")
+            .await?
+            .map_err(Error::Unavailable)
     }
 
     /// Records the event of a refused request, as [`AuditLog::record`] does; a failure to

@@ -150,11 +150,7 @@ async fn client_credentials(
     };
     let (fresh, recorded) = app.audit.insert_jtis_gated(&items, origin, gate).await?;
     // A replayed assertion or proof is refused here, with its audit event.
-    let client = accept(app, assertion, verdict(&fresh, 0), origin).await?;
-    let dpop = match proof {
-        Some(p) => Some(p.accept(verdict(&fresh, 1)).map_err(dpop::to_oauth)?),
-        None => None,
-    };
+    let (client, dpop) = accept(app, assertion, proof, &fresh, origin).await?;
     let issued = issued.lock().unwrap_or_else(PoisonError::into_inner).take();
     let claims = match issued {
         Some(claims) if recorded => claims,
@@ -729,29 +725,31 @@ pub(crate) async fn record_jtis(
         .audit
         .insert_jtis(&replay_items(&assertion, proof.as_ref()))
         .await?;
-    let client = accept(app, assertion, verdict(&fresh, 0), origin).await?;
-    let dpop = match proof {
-        Some(p) => Some(p.accept(verdict(&fresh, 1)).map_err(dpop::to_oauth)?),
-        None => None,
-    };
-    Ok((client, dpop))
+    accept(app, assertion, proof, &fresh, origin).await
 }
 
-/// The store's verdict on the assertion's `jti`: a replay is refused, and is an audit event.
+/// The store's verdicts on the assertion's and the proof's `jti` (in [`replay_items`] order):
+/// a replayed assertion is refused and is an audit event; a replayed proof is refused.
 async fn accept(
     app: &App,
     assertion: VerifiedAssertion,
-    fresh: bool,
+    proof: Option<segl_jose::dpop::CheckedProof>,
+    fresh: &[bool],
     origin: &Origin,
-) -> Result<AuthenticatedClient, ApiError> {
+) -> Result<(AuthenticatedClient, Option<VerifiedDpop>), ApiError> {
     let client_id = assertion.client_id().to_owned();
-    match assertion.accept(fresh) {
-        Ok(client) => Ok(client),
+    let client = match assertion.accept(verdict(fresh, 0)) {
+        Ok(client) => client,
         Err(e) => {
             audit_auth_failure(app, Some(&client_id), &e, "replayed_assertion=true", origin).await;
-            Err(e.into())
+            return Err(e.into());
         }
-    }
+    };
+    let dpop = match proof {
+        Some(p) => Some(p.accept(verdict(fresh, 1)).map_err(dpop::to_oauth)?),
+        None => None,
+    };
+    Ok((client, dpop))
 }
 
 /// private_key_jwt, stateful part: record the `jti` (the unique insert is the replay check,

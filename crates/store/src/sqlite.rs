@@ -988,9 +988,9 @@ async fn commit_group_on(
 }
 
 /// Inserts a batch of replay keys with one statement: the batch is one JSON parameter that
-/// `jsonb_each` unrolls (its elements stay in SQLite's binary JSON, so
-/// each column is read without re-parsing text), so the statement is prepared once and the whole batch is one call on
-/// SQLite's worker thread, however many keys it holds. `RETURNING` names the keys that were
+/// `jsonb_each` unrolls (its elements stay in SQLite's binary JSON, so each column is read
+/// without re-parsing text), so the statement is prepared once and the whole batch is one call
+/// on SQLite's worker thread, however many keys it holds. `RETURNING` names the keys that were
 /// new; a key repeated within the batch is new only at its first place.
 async fn insert_jtis_in(
     conn: &mut sqlx::SqliteConnection,
