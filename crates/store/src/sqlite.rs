@@ -12,7 +12,8 @@
 //! transaction: it takes the write lock before the first read, so no other writer, in this
 //! process or another, can change the token between the read and the writes that depend on it.
 //! `append_audit` does the same with the audit chain head: read, insert the segment, move the
-//! head, all under the write lock.
+//! head, all under the write lock. The group commits' connection leaves WAL checkpoints to
+//! a connection beside it (see [`Checkpoints`]).
 
 use crate::audit::{self, QueryParam};
 use crate::error::{check_id, check_key, check_text, check_token_id, from_sqlx};
@@ -28,6 +29,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long SQLite waits for another connection's write lock before failing with `SQLITE_BUSY`.
@@ -36,6 +39,12 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pool size for a database file.
 const MAX_CONNECTIONS: u32 = 8;
+/// Group commits between two WAL checkpoints (see [`Checkpoints`]). A loaded group commit
+/// writes a few dozen pages, so this is about SQLite's own default of 1,000 pages.
+const CHECKPOINT_EVERY: u32 = 16;
+/// WAL pages left after a checkpoint above which the writer finishes the checkpoint itself
+/// before its next commit, so that the WAL starts over from its beginning (see [`Checkpoints`]).
+const WAL_RESTART_PAGES: i64 = 4_000;
 
 /// A [`Store`] in a SQLite database file (or a private in-memory database).
 ///
@@ -47,6 +56,8 @@ pub struct SqliteStore {
     /// connection for the hot write path keeps its page cache warm: SQLite drops a
     /// connection's cache whenever another connection has written.
     writer: tokio::sync::Mutex<Option<sqlx::SqliteConnection>>,
+    /// The WAL checkpoints of the writer's commits.
+    checkpoints: Arc<Checkpoints>,
     /// The URL the store was opened with, for `Debug` and messages.
     url: String,
 }
@@ -95,7 +106,9 @@ impl SqliteStore {
             // statement alone can be undone) in memory rather than in temporary files.
             .pragma("temp_store", "memory");
 
-        let writer_options = options.clone();
+        // The writer does not checkpoint the WAL in its commits (the answers to the requests
+        // of a group commit would wait for it): see [`Checkpoints`].
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
         let pool = if in_memory {
             // One connection that is never reaped: the database lives exactly as long as it.
             SqlitePoolOptions::new()
@@ -129,6 +142,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: tokio::sync::Mutex::new(writer),
+            checkpoints: Arc::default(),
             url: shown,
         })
     }
@@ -141,6 +155,72 @@ impl SqliteStore {
         }
         self.pool.close().await;
     }
+}
+
+impl SqliteStore {
+    /// Counts a group commit of the writer, and every [`CHECKPOINT_EVERY`] of them starts a
+    /// checkpoint beside it (unless one is still running): see [`Checkpoints`].
+    fn checkpoint_later(&self) {
+        let state = &self.checkpoints;
+        if state
+            .commits
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+            < CHECKPOINT_EVERY
+            || state.running.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        state.commits.store(0, Ordering::Relaxed);
+        let pool = self.pool.clone();
+        let state = Arc::clone(state);
+        tokio::spawn(async move {
+            match checkpoint(&pool).await {
+                Ok(wal_pages) if wal_pages > WAL_RESTART_PAGES => {
+                    state.inline.store(true, Ordering::Release);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            }
+            state.running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// The WAL checkpoints of the writer's group commits.
+///
+/// SQLite checkpoints (copies the WAL's pages into the database file) in the commit that takes
+/// the WAL past `wal_autocheckpoint` pages, after the commit is durable but before the
+/// statement returns, so every request of that group commit would wait for a copy of about a
+/// thousand pages that its answer does not need. The writer connection therefore runs with
+/// `wal_autocheckpoint = 0`, and every [`CHECKPOINT_EVERY`] group commits a task runs a
+/// passive checkpoint on a pooled connection, beside the writer, which goes on committing.
+///
+/// SQLite starts the WAL over from its beginning only in a write transaction that begins when
+/// every page of the WAL has been copied, which a checkpoint beside a busy writer seldom
+/// leaves. So when a checkpoint finds more than [`WAL_RESTART_PAGES`] in the WAL, the writer
+/// runs the next checkpoint itself before its next transaction (it copies only what was
+/// written since the last one), and that transaction starts the WAL over: the WAL stays
+/// bounded under any load. Connections other than the writer keep SQLite's own checkpoints.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    /// The writer's group commits since the last checkpoint was started.
+    commits: AtomicU32,
+    /// A checkpoint task is running.
+    running: AtomicBool,
+    /// The writer is to checkpoint before its next transaction.
+    inline: AtomicBool,
+}
+
+/// A passive checkpoint (it neither waits for nor blocks the writer) on `conn`; returns how
+/// many pages the WAL holds.
+async fn checkpoint(conn: impl sqlx::SqliteExecutor<'_>) -> Result<i64, Error> {
+    let (_busy, wal_pages, _copied): (i64, i64, i64) =
+        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(conn)
+            .await
+            .map_err(map_err)?;
+    Ok(wal_pages)
 }
 
 /// Maps an error from opening the database `shown`, naming it in the message.
@@ -867,7 +947,16 @@ impl Store for SqliteStore {
         }
         let mut writer = self.writer.lock().await;
         match writer.as_mut() {
-            Some(conn) => commit_group_on(conn, jtis, events, gated, link).await,
+            Some(conn) => {
+                if self.checkpoints.inline.swap(false, Ordering::AcqRel)
+                    && let Err(e) = checkpoint(&mut *conn).await
+                {
+                    tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+                }
+                let fresh = commit_group_on(conn, jtis, events, gated, link).await?;
+                self.checkpoint_later();
+                Ok(fresh)
+            }
             None => {
                 let mut conn = self.pool.acquire().await.map_err(map_err)?;
                 commit_group_on(&mut conn, jtis, events, gated, link).await

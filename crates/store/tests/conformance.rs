@@ -2409,3 +2409,77 @@ async fn sqlite_version_5_keeps_the_replay_records() {
     .unwrap();
     assert!(indexes.iter().any(|n| n == "jti_expires_at"), "{indexes:?}");
 }
+
+/// The writer's group commits do not checkpoint the WAL themselves; checkpoints beside them
+/// (and, when those fall behind, one on the writer) keep the WAL bounded, and every record
+/// stays where it was committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_group_commits_keep_the_wal_bounded() {
+    use sqlx::Connection;
+    const COMMITS: u32 = 2_000;
+    const KEYS: u32 = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("segl.db");
+    let store = Db {
+        url: format!("sqlite://{}", path.display()),
+    }
+    .store()
+    .await;
+    let key = |n: u32| {
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(random_hex().as_bytes());
+        k[28..].copy_from_slice(&n.to_be_bytes());
+        k
+    };
+    let mut sample = Vec::new();
+    let mut largest_wal = 0;
+    for c in 0..COMMITS {
+        let keys: Vec<[u8; 32]> = (0..KEYS).map(|i| key(c * KEYS + i)).collect();
+        let jtis: Vec<(JtiKind, &[u8], i64)> = keys
+            .iter()
+            .map(|k| (JtiKind::DpopProof, &k[..], 4_000_000_000))
+            .collect();
+        let detail = c.to_string();
+        let gated = |fresh: &[bool]| {
+            assert!(fresh.iter().all(|f| *f));
+            vec![audit_event(1_700_000_000, "wal", None, &detail)]
+        };
+        let fresh = store
+            .commit_group(&jtis, &[], &gated, &test_link)
+            .await
+            .unwrap();
+        assert_eq!(fresh.len(), KEYS as usize);
+        if c % 100 == 0 {
+            sample.push(keys[0]);
+        }
+        let wal = std::fs::metadata(dir.path().join("segl.db-wal")).map_or(0, |m| m.len());
+        largest_wal = largest_wal.max(wal);
+    }
+    // About 20 pages a commit, 40,000 in all: without checkpoints the WAL would hold them all.
+    // With them it stays under the restart threshold of 4,000 pages and what is written while
+    // the writer catches up (a page is 4 KiB plus a 24-byte frame header).
+    assert!(
+        largest_wal < 6_000 * 4_120,
+        "the WAL grew to {largest_wal} bytes"
+    );
+    for k in &sample {
+        assert!(
+            !store
+                .insert_jti(JtiKind::DpopProof, k, 4_000_000_000)
+                .await
+                .unwrap(),
+            "a committed key was lost"
+        );
+    }
+    let records = all_audit_events(store.as_ref()).await;
+    assert_eq!(records.len(), COMMITS as usize);
+    assert_one_chain(&records);
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jti")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(rows, i64::from(COMMITS * KEYS));
+}
