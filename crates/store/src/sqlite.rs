@@ -155,9 +155,7 @@ impl SqliteStore {
         }
         self.pool.close().await;
     }
-}
 
-impl SqliteStore {
     /// Counts a group commit of the writer, and every [`CHECKPOINT_EVERY`] of them starts a
     /// checkpoint beside it (unless one is still running): see [`Checkpoints`].
     fn checkpoint_later(&self) {

@@ -2420,11 +2420,10 @@ async fn sqlite_group_commits_keep_the_wal_bounded() {
     const KEYS: u32 = 16;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("segl.db");
-    let store = Db {
+    let db = Db {
         url: format!("sqlite://{}", path.display()),
-    }
-    .store()
-    .await;
+    };
+    let store = db.store().await;
     let key = |n: u32| {
         let mut k = [0u8; 32];
         k[..16].copy_from_slice(random_hex().as_bytes());
@@ -2474,9 +2473,7 @@ async fn sqlite_group_commits_keep_the_wal_bounded() {
     let records = all_audit_events(store.as_ref()).await;
     assert_eq!(records.len(), COMMITS as usize);
     assert_one_chain(&records);
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-        .await
-        .unwrap();
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM jti")
         .fetch_one(&mut conn)
         .await
