@@ -85,7 +85,7 @@ pub fn load_key(path: &std::path::Path, alg: Option<Alg>) -> Result<SigningKey, 
 pub fn new_jti() -> Result<String, Error> {
     let mut b = [0u8; 16];
     segl_jose::random_bytes(&mut b)?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    Ok(hex::encode(b))
 }
 
 /// Builds a client assertion (RFC 7523 §3): `iss` = `sub` = client_id, `aud` = the issuer,

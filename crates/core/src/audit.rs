@@ -375,7 +375,7 @@ pub fn chain_hash(prev: &[u8; 32], event: &Event, seq: i64) -> [u8; 32] {
 
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// An event read back from the store with its place in the chain. The hashes are as stored

@@ -1088,7 +1088,7 @@ async fn insert_jtis_in(
     }
     let rows: Vec<(i16, String, i64)> = items
         .iter()
-        .map(|(kind, key, expires_at)| (kind.code(), hex(key), *expires_at))
+        .map(|(kind, key, expires_at)| (kind.code(), hex::encode(key), *expires_at))
         .collect();
     let batch = serde_json::to_string(&rows).map_err(|e| Error::Corrupt(e.to_string()))?;
     let inserted: Vec<(i64, Vec<u8>)> = sqlx::query_as(
@@ -1105,16 +1105,6 @@ async fn insert_jtis_in(
         .iter()
         .map(|(kind, key, _)| new.remove(&(i64::from(kind.code()), key.to_vec())))
         .collect())
-}
-
-/// Lower-case hex, for blobs passed through JSON (`unhex` in SQL).
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 /// An audit row as one element of the JSON batch [`INSERT_AUDIT_EVENTS`] unrolls.
@@ -1182,8 +1172,8 @@ async fn append_segment(
             detail: event.detail.as_deref(),
             actor_chain: audit::join(&event.actor_chain),
             scopes: audit::join(&event.scopes),
-            prev_hash: hex(&prev),
-            hash: hex(&hash),
+            prev_hash: hex::encode(&prev[..]),
+            hash: hex::encode(&hash[..]),
         });
         prev = hash;
     }
