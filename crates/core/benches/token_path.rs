@@ -1,8 +1,9 @@
 //! The parts of a client_credentials request with private_key_jwt and DPoP, one at a time, as
 //! the token endpoint runs them: parse the form, read the grant, verify the client assertion
 //! (parse + signature + claims), check the DPoP proof, build the access token's claims, and sign
-//! them. The store's part (the group commit of the `jti`s and the audit event) is measured end
-//! to end by `bench/`; the signature checks alone are the crypto ceiling `segl-load` prints.
+//! them. The store's part (the group commit of the `jti`s and the audit event) is
+//! `cargo bench -p segl-store --bench commit`, and the whole request end to end is `bench/`;
+//! the signature checks alone are the crypto ceiling `segl-load` prints.
 //!
 //! `cargo bench -p segl-core --bench token_path`
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
